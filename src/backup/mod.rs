@@ -1,0 +1,211 @@
+//! The backup command: walk a source directory into a new snapshot of an account.
+//!
+//! The walk runs on the calling thread (stat, read, chunk, hash) while worker threads compress and pack; the
+//! snapshot becomes visible only through `repo::commit_snapshot`, after every pack is durable.
+
+mod progress;
+mod source;
+mod store;
+mod walk;
+
+use crate::format::manifest::{valid_account, Manifest};
+use crate::format::tree::{Entry, EntryKind, Payload, Timestamp};
+use crate::format::{BlobId, LinksId, SnapshotId};
+use crate::repo::{commit_snapshot, RepoError, Repository};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{path}: source does not exist")]
+    SourceMissing { path: PathBuf },
+    #[error("{path}: source is not a directory")]
+    SourceNotDirectory { path: PathBuf },
+    #[error("invalid account name {0:?}: use 1-64 letters, digits, '.', '_' or '-', not starting with '.'")]
+    InvalidAccount(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+pub struct BackupOptions {
+    pub account: String,
+    pub source: PathBuf,
+    /// Snapshot time; now if None.
+    pub time: Option<Timestamp>,
+    pub progress: bool,
+}
+
+#[derive(Debug)]
+pub struct BackupSummary {
+    pub snapshot: SnapshotId,
+    pub manifest: Manifest,
+    pub bytes_read: u64,
+    pub duration: std::time::Duration,
+    pub warnings: Vec<String>,
+}
+
+impl BackupSummary {
+    pub fn to_json(&self) -> serde_json::Value {
+        let s = &self.manifest.stats;
+        serde_json::json!({
+            "snapshot": self.snapshot.to_hex(),
+            "ordinal": self.manifest.ordinal,
+            "account": self.manifest.account,
+            "time": crate::vfs::naming::rfc3339_utc(self.manifest.time),
+            "files": s.files,
+            "dirs": s.dirs,
+            "symlinks": s.symlinks,
+            "specials": s.specials,
+            "file_bytes": s.file_bytes,
+            "bytes_read": self.bytes_read,
+            "bytes_added": s.added_bytes,
+            "blobs_added": s.added_blobs,
+            "duration_s": self.duration.as_secs_f64(),
+            "warnings": self.warnings.len(),
+            "warning_messages": self.warnings,
+        })
+    }
+}
+
+pub fn now() -> Timestamp {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        sec: d.as_secs() as i64,
+        nsec: d.subsec_nanos(),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupSummary, BackupError> {
+    let started = Instant::now();
+    if !valid_account(&opts.account) {
+        return Err(BackupError::InvalidAccount(opts.account.clone()));
+    }
+    let source = std::fs::canonicalize(&opts.source).map_err(|_| BackupError::SourceMissing {
+        path: opts.source.clone(),
+    })?;
+    let root_meta = std::fs::metadata(&source).map_err(|source_err| BackupError::Io {
+        path: source.clone(),
+        source: source_err,
+    })?;
+    if !root_meta.is_dir() {
+        return Err(BackupError::SourceNotDirectory { path: source });
+    }
+    if let Ok(n) = repo.backend().clean_leftovers() {
+        if n > 0 {
+            tracing::info!("removed {n} temporary files left by interrupted writers");
+        }
+    }
+    let time = opts.time.unwrap_or_else(now);
+    let previous = previous_root(repo, &opts.account, &source)?;
+    let estimate = previous.as_ref().map(|(_, bytes)| *bytes);
+    let counters = store::Counters::default();
+    let shared = store::Shared::new(repo);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+
+    let walked = std::thread::scope(|scope| {
+        let _display = opts
+            .progress
+            .then(|| progress::Display::start(scope, &counters, estimate));
+        let sink = store::BlobSink::start(scope, &shared, workers);
+        let mut walker = walk::Walker::new(repo, sink, &counters, root_meta.dev());
+        let prev_tree = previous.and_then(|(tree, _)| repo.tree(tree).ok());
+        let result = walker
+            .walk_dir(&source, prev_tree)
+            .and_then(|(tree, descendants)| {
+                let links = walker.link_table();
+                let links_id = (!links.links.is_empty()).then(|| LinksId::of(&links.encode()));
+                if let Some(id) = links_id {
+                    walker.sink.put(BlobId::links(id), links.encode())?;
+                }
+                Ok((
+                    tree,
+                    descendants,
+                    links_id,
+                    std::mem::take(&mut walker.stats),
+                    std::mem::take(&mut walker.warnings),
+                ))
+            });
+        result
+        // Leaving the scope drops the sink and joins the workers: only then is every blob in a packer.
+    });
+    let packs = shared.finish();
+    let (tree, descendants, links, mut stats, warnings) = walked?;
+    let packs = packs?;
+    stats.dirs += 1;
+    stats.added_blobs = shared.added_blobs.load(Ordering::Relaxed);
+    stats.added_bytes = shared.added_bytes.load(Ordering::Relaxed);
+    let manifest = Manifest {
+        ordinal: 0,
+        time,
+        account: opts.account.clone(),
+        hostname: hostname(),
+        source: source.as_os_str().as_bytes().to_vec(),
+        root: root_entry(&source, &root_meta, tree, descendants),
+        links,
+        stats,
+    };
+    let (snapshot, manifest) = commit_snapshot(repo, &packs, manifest)?;
+    Ok(BackupSummary {
+        snapshot,
+        manifest,
+        bytes_read: counters.bytes_read.load(Ordering::Relaxed),
+        duration: started.elapsed(),
+        warnings,
+    })
+}
+
+/// The account's newest snapshot of the same source: its root tree and file bytes (for the progress ETA).
+fn previous_root(
+    repo: &Repository,
+    account: &str,
+    source: &Path,
+) -> Result<Option<(crate::format::TreeId, u64)>, RepoError> {
+    let snaps = repo.snapshots(Some(account))?;
+    let prev = snaps
+        .iter()
+        .rev()
+        .find(|s| s.manifest.source == source.as_os_str().as_bytes());
+    Ok(prev.and_then(|s| match s.manifest.root.payload {
+        Payload::Dir { tree, .. } => Some((tree, s.manifest.stats.file_bytes)),
+        _ => None,
+    }))
+}
+
+fn root_entry(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    tree: crate::format::TreeId,
+    descendants: u64,
+) -> Entry {
+    Entry {
+        name: Vec::new(),
+        kind: EntryKind::Dir,
+        flags: 0,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        size: meta.len(),
+        mtime: source::mtime(meta),
+        ctime: source::ctime(meta),
+        source_ino: meta.ino(),
+        rdev: 0,
+        xattrs: source::xattrs(path).unwrap_or_default(),
+        payload: Payload::Dir { tree, descendants },
+    }
+}

@@ -1,0 +1,172 @@
+//! The write side of a backup: deduplicates blobs, compresses them on worker threads and fills packs.
+//!
+//! The walking thread hashes (it needs the ids to build trees) and hands only blobs the repository lacks to the
+//! workers through a bounded channel, which bounds memory to a few chunks per worker. Chunks and metadata (trees,
+//! link tables) go to separate packs, so that the small, hot metadata is not scattered among large data packs.
+
+use crate::backend::Object;
+use crate::format::pack::{compress, PackBuilder};
+use crate::format::{BlobId, BlobKind};
+use crate::repo::{NewPack, RepoError, Repository};
+use crossbeam_channel::{Receiver, Sender};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+struct Job {
+    id: BlobId,
+    data: Vec<u8>,
+}
+
+/// State shared by the walker and the workers.
+pub struct Shared<'r> {
+    repo: &'r Repository,
+    packers: [Mutex<PackBuilder>; 2],
+    written: Mutex<Vec<NewPack>>,
+    error: Mutex<Option<RepoError>>,
+    pub added_blobs: AtomicU64,
+    pub added_bytes: AtomicU64,
+}
+
+impl<'r> Shared<'r> {
+    pub fn new(repo: &'r Repository) -> Self {
+        Self {
+            repo,
+            packers: Default::default(),
+            written: Mutex::new(Vec::new()),
+            error: Mutex::new(None),
+            added_blobs: AtomicU64::new(0),
+            added_bytes: AtomicU64::new(0),
+        }
+    }
+
+    fn packer(&self, kind: BlobKind) -> &Mutex<PackBuilder> {
+        &self.packers[(kind != BlobKind::Chunk) as usize]
+    }
+
+    fn fail(&self, e: RepoError) {
+        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(e);
+    }
+
+    pub fn failed(&self) -> bool {
+        self.error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn store(&self, job: Job) -> Result<(), RepoError> {
+        let level = self.repo.config().zstd_level;
+        let (stored, compression) = compress(&job.data, level);
+        let full = {
+            let mut packer = self
+                .packer(job.id.kind)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            packer.add(job.id, &stored, compression, job.data.len() as u32);
+            if packer.data_len() >= self.repo.config().pack_target as usize {
+                Some(std::mem::take(&mut *packer))
+            } else {
+                None
+            }
+        };
+        self.added_blobs.fetch_add(1, Ordering::Relaxed);
+        self.added_bytes
+            .fetch_add(stored.len() as u64, Ordering::Relaxed);
+        match full {
+            Some(pack) => self.write_pack(pack),
+            None => Ok(()),
+        }
+    }
+
+    fn write_pack(&self, pack: PackBuilder) -> Result<(), RepoError> {
+        let (id, bytes, entries) = pack.finish();
+        self.repo.backend().write_new(Object::Pack(id), &bytes)?;
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(NewPack { id, entries });
+        Ok(())
+    }
+
+    fn worker(&self, jobs: Receiver<Job>) {
+        for job in jobs {
+            // After a failure, keep draining so the walker never blocks on a full channel.
+            if self.failed() {
+                continue;
+            }
+            if let Err(e) = self.store(job) {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Writes the partly filled packs and returns every pack written, or the first error any worker hit.
+    pub fn finish(&self) -> Result<Vec<NewPack>, RepoError> {
+        if let Some(e) = self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        for packer in &self.packers {
+            let pack = std::mem::take(&mut *packer.lock().unwrap_or_else(|p| p.into_inner()));
+            if !pack.is_empty() {
+                self.write_pack(pack)?;
+            }
+        }
+        Ok(std::mem::take(
+            &mut *self.written.lock().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
+}
+
+/// The walker's handle: dedup decisions happen here, compression on the workers.
+pub struct BlobSink<'s, 'r> {
+    shared: &'s Shared<'r>,
+    seen: HashSet<BlobId>,
+    tx: Sender<Job>,
+}
+
+impl<'s, 'r> BlobSink<'s, 'r> {
+    /// Starts `workers` threads in `scope`; dropping the sink lets them finish.
+    pub fn start<'scope>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        shared: &'s Shared<'r>,
+        workers: usize,
+    ) -> Self
+    where
+        's: 'scope,
+    {
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(workers * 2);
+        for _ in 0..workers {
+            let rx = rx.clone();
+            scope.spawn(move || shared.worker(rx));
+        }
+        Self {
+            shared,
+            seen: HashSet::new(),
+            tx,
+        }
+    }
+
+    /// Stores `data` under `id` unless the repository or this backup already has it.
+    pub fn put(&mut self, id: BlobId, data: Vec<u8>) -> Result<(), RepoError> {
+        if self.seen.contains(&id) || self.shared.repo.has_blob(id)? {
+            return Ok(());
+        }
+        self.seen.insert(id);
+        // A send fails only if every worker died, which `finish` then reports.
+        let _ = self.tx.send(Job { id, data });
+        Ok(())
+    }
+
+    pub fn failed(&self) -> bool {
+        self.shared.failed()
+    }
+}
+
+/// Progress counters read by the progress display.
+#[derive(Default)]
+pub struct Counters {
+    pub files: AtomicU64,
+    pub bytes_read: AtomicU64,
+}

@@ -1,0 +1,328 @@
+//! Walking the source tree depth first, in the order the tree format numbers entries.
+//!
+//! Each directory's entries are sorted by name bytes and visited in that order, so a running counter gives every
+//! entry exactly the DFS number the mount will compute from the trees. Against the previous snapshot's tree of
+//! the same directory, a file whose size, mtime, ctime and inode are unchanged keeps its extents and xattrs
+//! without being opened: an unchanged directory costs one lstat per entry.
+
+use super::source::{self, SegmentReader};
+use super::store::{BlobSink, Counters};
+use super::BackupError;
+use crate::format::links::{Link, LinkTable};
+use crate::format::manifest::Stats;
+use crate::format::tree::{Entry, EntryKind, Extent, Payload, Tree, FLAG_HARDLINK};
+use crate::format::{BlobId, ChunkId, TreeId};
+use crate::repo::Repository;
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Why an entry could not be backed up: `Skip` drops just that entry with a warning, `Fatal` ends the backup.
+enum EntryError {
+    Skip(io::Error),
+    Fatal(BackupError),
+}
+
+impl From<io::Error> for EntryError {
+    fn from(e: io::Error) -> Self {
+        EntryError::Skip(e)
+    }
+}
+
+impl From<crate::repo::RepoError> for EntryError {
+    fn from(e: crate::repo::RepoError) -> Self {
+        EntryError::Fatal(e.into())
+    }
+}
+
+pub struct Walker<'w, 's, 'r> {
+    pub repo: &'r Repository,
+    pub sink: BlobSink<'s, 'r>,
+    pub counters: &'w Counters,
+    pub root_dev: u64,
+    pub stats: Stats,
+    pub warnings: Vec<String>,
+    next_dfs: u64,
+    /// Hardlinked inodes seen so far: DFS number of the first path, paths counted, content of the first path.
+    links: HashMap<u64, (u64, u32, Vec<Extent>)>,
+}
+
+impl<'w, 's, 'r> Walker<'w, 's, 'r> {
+    pub fn new(
+        repo: &'r Repository,
+        sink: BlobSink<'s, 'r>,
+        counters: &'w Counters,
+        root_dev: u64,
+    ) -> Self {
+        let stats = Stats::default();
+        Self {
+            repo,
+            sink,
+            counters,
+            root_dev,
+            stats,
+            warnings: Vec::new(),
+            next_dfs: 1,
+            links: HashMap::new(),
+        }
+    }
+
+    fn warn(&mut self, path: &Path, what: impl std::fmt::Display) {
+        let msg = format!("{}: {what}", path.display());
+        tracing::warn!("{msg}");
+        self.warnings.push(msg);
+    }
+
+    /// Backs up the directory at `path`; returns its tree id and number of descendants.
+    pub fn walk_dir(
+        &mut self,
+        path: &Path,
+        prev: Option<Arc<Tree>>,
+    ) -> Result<(TreeId, u64), BackupError> {
+        let first_dfs = self.next_dfs;
+        let mut names: Vec<_> = std::fs::read_dir(path)
+            .map_err(|source| BackupError::Io {
+                path: path.into(),
+                source,
+            })?
+            .filter_map(|e| match e {
+                Ok(e) => Some(e.file_name()),
+                Err(err) => {
+                    self.warn(path, format_args!("reading directory: {err}"));
+                    None
+                }
+            })
+            .collect();
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut entries = Vec::with_capacity(names.len());
+        for name in names {
+            if self.sink.failed() {
+                break;
+            }
+            let child = path.join(&name);
+            let prev_entry = prev
+                .as_ref()
+                .and_then(|t| t.find(name.as_bytes()).map(|i| &t.entries[i]));
+            if let Some(entry) = self.entry(&child, name.as_bytes(), prev_entry)? {
+                entries.push(entry);
+            }
+        }
+        let bytes = Tree::encode(&entries);
+        let id = TreeId::of(&bytes);
+        self.sink.put(BlobId::tree(id), bytes)?;
+        Ok((id, self.next_dfs - first_dfs))
+    }
+
+    /// Builds one entry, or None (with a warning) if it vanished or could not be read.
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        prev: Option<&Entry>,
+    ) -> Result<Option<Entry>, BackupError> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.warn(path, format_args!("vanished or unreadable: {e}"));
+                return Ok(None);
+            }
+        };
+        let kind = source::kind_of(&meta);
+        let unchanged = prev.filter(|p| {
+            p.kind == kind
+                && p.source_ino == meta.ino()
+                && p.ctime == source::ctime(&meta)
+                && p.mtime == source::mtime(&meta)
+                && p.size == meta.len()
+        });
+        let xattrs = match unchanged {
+            Some(p) => p.xattrs.clone(),
+            None => source::xattrs(path).unwrap_or_else(|e| {
+                self.warn(path, format_args!("extended attributes: {e}"));
+                Vec::new()
+            }),
+        };
+        let dfs = self.next_dfs;
+        self.next_dfs += 1;
+        let mut entry = Entry {
+            name: name.to_vec(),
+            kind,
+            flags: 0,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: meta.len(),
+            mtime: source::mtime(&meta),
+            ctime: source::ctime(&meta),
+            source_ino: meta.ino(),
+            rdev: if matches!(kind, EntryKind::CharDev | EntryKind::BlockDev) {
+                meta.rdev()
+            } else {
+                0
+            },
+            xattrs,
+            payload: Payload::Special,
+        };
+        let payload = match kind {
+            EntryKind::File => self.file_payload(path, &meta, dfs, unchanged, &mut entry),
+            EntryKind::Dir => self.dir_payload(path, &meta, prev),
+            EntryKind::Symlink => std::fs::read_link(path)
+                .map(|t| Payload::Symlink {
+                    target: t.as_os_str().as_bytes().to_vec(),
+                })
+                .map_err(EntryError::Skip),
+            _ => Ok(Payload::Special),
+        };
+        match payload {
+            Ok(p) => entry.payload = p,
+            Err(EntryError::Fatal(e)) => return Err(e),
+            Err(EntryError::Skip(e)) => {
+                // Nothing below this entry was numbered (directories fail before reading children).
+                self.next_dfs = dfs;
+                self.warn(path, format_args!("skipped: {e}"));
+                return Ok(None);
+            }
+        }
+        self.count(&entry);
+        Ok(Some(entry))
+    }
+
+    fn count(&mut self, e: &Entry) {
+        match e.kind {
+            EntryKind::File => {
+                self.stats.files += 1;
+                self.stats.file_bytes += e.size;
+                self.counters.files.fetch_add(1, Ordering::Relaxed);
+            }
+            EntryKind::Dir => self.stats.dirs += 1,
+            EntryKind::Symlink => self.stats.symlinks += 1,
+            _ => self.stats.specials += 1,
+        }
+    }
+
+    fn dir_payload(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        prev: Option<&Entry>,
+    ) -> Result<Payload, EntryError> {
+        if meta.dev() != self.root_dev {
+            // Another filesystem mounted here: keep the mount point, not its contents.
+            let bytes = Tree::encode(&[]);
+            let tree = TreeId::of(&bytes);
+            self.sink.put(BlobId::tree(tree), bytes)?;
+            return Ok(Payload::Dir {
+                tree,
+                descendants: 0,
+            });
+        }
+        let prev_tree = match prev.map(|p| &p.payload) {
+            Some(Payload::Dir { tree, .. }) => self.repo.tree(*tree).ok(),
+            _ => None,
+        };
+        match self.walk_dir(path, prev_tree) {
+            Ok((tree, descendants)) => Ok(Payload::Dir { tree, descendants }),
+            Err(BackupError::Io { source, .. }) => Err(EntryError::Skip(source)),
+            Err(e) => Err(EntryError::Fatal(e)),
+        }
+    }
+
+    fn file_payload(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        dfs: u64,
+        unchanged: Option<&Entry>,
+        entry: &mut Entry,
+    ) -> Result<Payload, EntryError> {
+        if meta.nlink() > 1 {
+            entry.flags |= FLAG_HARDLINK;
+            if let Some((_, count, extents)) = self.links.get_mut(&meta.ino()) {
+                *count += 1;
+                return Ok(Payload::File {
+                    extents: extents.clone(),
+                });
+            }
+        }
+        let extents = match unchanged.map(|p| &p.payload) {
+            Some(Payload::File { extents }) => extents.clone(),
+            _ => {
+                let (extents, size) = self.read_file(path, meta)?;
+                entry.size = size;
+                extents
+            }
+        };
+        if meta.nlink() > 1 {
+            self.links.insert(meta.ino(), (dfs, 1, extents.clone()));
+        }
+        Ok(Payload::File { extents })
+    }
+
+    /// Chunks a file's data segments; holes become hole extents. Returns the extents and the size they cover.
+    fn read_file(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+    ) -> Result<(Vec<Extent>, u64), EntryError> {
+        let file = source::open_file(path)?;
+        let size = meta.len();
+        let cfg = self.repo.config();
+        let (min, avg, max) = (
+            cfg.chunk_min as usize,
+            cfg.chunk_avg as usize,
+            cfg.chunk_max as usize,
+        );
+        let mut extents = Vec::new();
+        let mut pos = 0u64;
+        for (offset, len) in source::data_segments(&file, size)? {
+            if offset > pos {
+                extents.push(Extent::Hole { len: offset - pos });
+            }
+            let reader = SegmentReader {
+                file: &file,
+                offset,
+                remaining: len,
+            };
+            let mut read = 0u64;
+            for chunk in fastcdc::v2020::StreamCDC::new(reader, min, avg, max) {
+                let chunk = chunk.map_err(|e| io::Error::other(format!("reading: {e}")))?;
+                let id = ChunkId::of(&chunk.data);
+                let n = chunk.data.len() as u64;
+                extents.push(Extent::Data { id, len: n as u32 });
+                self.sink.put(BlobId::chunk(id), chunk.data)?;
+                self.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
+                read += n;
+            }
+            pos = offset + read;
+            if read < len {
+                self.warn(path, "shrank while being read");
+                return Ok((extents, pos));
+            }
+        }
+        if size > pos {
+            extents.push(Extent::Hole { len: size - pos });
+        }
+        Ok((extents, size))
+    }
+
+    /// The hardlink table of the snapshot: only inodes that appear under two or more paths.
+    pub fn link_table(&self) -> LinkTable {
+        let mut links: Vec<Link> = self
+            .links
+            .iter()
+            .filter(|(_, (_, count, _))| *count >= 2)
+            .map(|(&source_ino, &(dfs, nlink, _))| Link {
+                source_ino,
+                dfs,
+                nlink,
+            })
+            .collect();
+        links.sort_by_key(|l| l.source_ino);
+        LinkTable { links }
+    }
+}

@@ -1,0 +1,29 @@
+//! Every magic number and format version of the repository, in one place.
+//!
+//! Each magic is eight ASCII bytes: `BKFS` (backupfs) followed by a four-letter tag naming the object. ASCII makes
+//! them readable in a hexdump, and none of them can be confused with a zstd frame (`28 b5 2f fd`), which is what a
+//! compressed blob starts with. A reader checks the magic first and the version second, and refuses a version it
+//! does not know instead of guessing.
+
+/// The repository's `config` file.
+pub const CONFIG: [u8; 8] = *b"BKFSCONF";
+/// First bytes of every pack file.
+pub const PACK_HEADER: [u8; 8] = *b"BKFSPACK";
+/// Last bytes of every pack file: a pack whose end is not this was not written completely.
+pub const PACK_FOOTER: [u8; 8] = *b"BKFSPEND";
+/// First bytes of a tree blob's plaintext.
+pub const TREE: [u8; 8] = *b"BKFSTREE";
+/// First bytes of a hardlink table blob's plaintext.
+pub const LINKS: [u8; 8] = *b"BKFSLINK";
+/// First bytes of a snapshot manifest.
+pub const MANIFEST: [u8; 8] = *b"BKFSSNAP";
+
+/// Format version of the repository as a whole (config) and of every object kind. All are 1 in format v1; they
+/// are separate so that one object kind can evolve without touching the others.
+pub const CONFIG_VERSION: u32 = 1;
+pub const PACK_VERSION: u32 = 1;
+pub const TREE_VERSION: u32 = 1;
+pub const LINKS_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 1;
+/// Version of the RocksDB index's key layout, stored under the index's `V` key.
+pub const INDEX_VERSION: u32 = 1;

@@ -1,0 +1,187 @@
+//! Snapshot manifests: one small immutable file per snapshot, `snapshots/<snapshot id>`.
+//!
+//! ```text
+//! manifest = magic "BKFSSNAP" | version u32 (1)
+//!            ordinal u64          repository-wide number, unique, never reused while the snapshot exists
+//!            time_sec i64 | time_nsec u32   UTC time of the snapshot (backup start, or --time)
+//!            account_len u16 | account      [A-Za-z0-9_-][A-Za-z0-9._-]{0,63}
+//!            hostname_len u16 | hostname
+//!            source_len u32 | source path bytes
+//!            root entry           a tree entry (see `tree`) with an empty name: the source directory itself
+//!            has_links u8 (0|1) | [links id 32 if 1]
+//!            files u64 | dirs u64 | symlinks u64 | specials u64 | file_bytes u64
+//!            added_blobs u64 | added_bytes u64   what this backup stored that the repository lacked
+//! ```
+//! The snapshot id is the BLAKE3 of the whole file, so the file name authenticates the content.
+
+use super::codec::{Reader, Writer};
+use super::tree::{Entry, EntryKind, Timestamp};
+use super::{magic, FormatError, LinksId, SnapshotId};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub specials: u64,
+    pub file_bytes: u64,
+    pub added_blobs: u64,
+    pub added_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub ordinal: u64,
+    pub time: Timestamp,
+    pub account: String,
+    pub hostname: String,
+    pub source: Vec<u8>,
+    pub root: Entry,
+    pub links: Option<LinksId>,
+    pub stats: Stats,
+}
+
+pub fn valid_account(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0] != b'.'
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+impl Manifest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(256);
+        w.bytes(&magic::MANIFEST);
+        w.u32(magic::MANIFEST_VERSION);
+        w.u64(self.ordinal);
+        w.i64(self.time.sec);
+        w.u32(self.time.nsec);
+        w.bytes16(self.account.as_bytes());
+        w.bytes16(self.hostname.as_bytes());
+        w.bytes32(&self.source);
+        self.root.encode(&mut w);
+        match self.links {
+            Some(id) => {
+                w.u8(1);
+                w.bytes(&id.0);
+            }
+            None => w.u8(0),
+        }
+        let s = &self.stats;
+        for v in [
+            s.files,
+            s.dirs,
+            s.symlinks,
+            s.specials,
+            s.file_bytes,
+            s.added_blobs,
+            s.added_bytes,
+        ] {
+            w.u64(v);
+        }
+        w.buf
+    }
+
+    pub fn id_of(bytes: &[u8]) -> SnapshotId {
+        SnapshotId::of(bytes)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes, "manifest");
+        r.header(magic::MANIFEST, magic::MANIFEST_VERSION)?;
+        let ordinal = r.u64()?;
+        let time = Timestamp {
+            sec: r.i64()?,
+            nsec: r.u32()?,
+        };
+        let account = String::from_utf8(r.bytes16()?.to_vec())
+            .map_err(|_| r.invalid("account is not UTF-8"))?;
+        if !valid_account(&account) || ordinal == 0 || time.nsec >= 1_000_000_000 {
+            return Err(r.invalid("invalid account, ordinal or time"));
+        }
+        let hostname = String::from_utf8_lossy(r.bytes16()?).into_owned();
+        let source = r.bytes32()?.to_vec();
+        let root = Entry::decode(&mut r)?;
+        if root.kind != EntryKind::Dir || !root.name.is_empty() {
+            return Err(r.invalid("root entry is not an unnamed directory"));
+        }
+        let links = match r.u8()? {
+            0 => None,
+            1 => Some(LinksId(r.array()?)),
+            _ => return Err(r.invalid("invalid links flag")),
+        };
+        let stats = Stats {
+            files: r.u64()?,
+            dirs: r.u64()?,
+            symlinks: r.u64()?,
+            specials: r.u64()?,
+            file_bytes: r.u64()?,
+            added_blobs: r.u64()?,
+            added_bytes: r.u64()?,
+        };
+        r.finish()?;
+        Ok(Self {
+            ordinal,
+            time,
+            account,
+            hostname,
+            source,
+            root,
+            links,
+            stats,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::tree::Payload;
+    use crate::format::TreeId;
+
+    #[test]
+    fn round_trip() {
+        let root = Entry {
+            name: vec![],
+            kind: EntryKind::Dir,
+            flags: 0,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            size: 4096,
+            mtime: Timestamp { sec: 1, nsec: 2 },
+            ctime: Timestamp { sec: 3, nsec: 4 },
+            source_ino: 2,
+            rdev: 0,
+            xattrs: vec![],
+            payload: Payload::Dir {
+                tree: TreeId([9; 32]),
+                descendants: 12,
+            },
+        };
+        let m = Manifest {
+            ordinal: 7,
+            time: Timestamp {
+                sec: 1_790_000_000,
+                nsec: 5,
+            },
+            account: "alice".into(),
+            hostname: "h".into(),
+            source: b"/home/alice".to_vec(),
+            root,
+            links: Some(LinksId([3; 32])),
+            stats: Stats {
+                files: 1,
+                ..Default::default()
+            },
+        };
+        let bytes = m.encode();
+        assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+        for n in 0..bytes.len() {
+            assert!(Manifest::decode(&bytes[..n]).is_err());
+        }
+        assert!(!valid_account("../x") && !valid_account("") && valid_account("alice_01"));
+    }
+}

@@ -1,0 +1,292 @@
+//! Pack files: immutable containers of compressed blobs with a self-describing trailer.
+//!
+//! ```text
+//! header (16 bytes)
+//!      0    8 magic "BKFSPACK"
+//!      8    4 version u32 (1)
+//!     12    4 reserved, zero
+//! blobs: stored bytes back to back from offset 16, each zstd frame or raw plaintext
+//! trailer: entry_count entries of 52 bytes, sorted by nothing (write order)
+//!      0    1 blob kind (1 chunk, 2 tree, 3 links)
+//!      1    1 compression (0 raw, 1 zstd)
+//!      2    2 reserved, zero
+//!      4    4 stored_len u32  bytes in the pack
+//!      8    4 raw_len u32     bytes of plaintext
+//!     12    8 offset u64      from the start of the file
+//!     20   32 BLAKE3 of the plaintext
+//! footer (56 bytes, the last bytes of the file)
+//!      0    4 entry_count u32
+//!      4    4 reserved, zero
+//!      8    8 trailer_offset u64
+//!     16   32 BLAKE3 of the trailer entries
+//!     48    8 magic "BKFSPEND"
+//! ```
+//! The pack id is the BLAKE3 of the whole file. The trailer alone is enough to rebuild the index entries of every
+//! blob in the pack; its checksum catches a torn or damaged trailer.
+
+use super::codec::{Reader, Writer};
+use super::{magic, BlobId, BlobKind, FormatError, PackId};
+
+pub const HEADER_LEN: usize = 16;
+
+const E_KIND: usize = 0;
+const E_COMPRESSION: usize = E_KIND + 1;
+const E_STORED_LEN: usize = E_COMPRESSION + 1 + 2;
+const E_RAW_LEN: usize = E_STORED_LEN + 4;
+const E_OFFSET: usize = E_RAW_LEN + 4;
+const E_HASH: usize = E_OFFSET + 8;
+pub const ENTRY_LEN: usize = E_HASH + 32;
+const _: () = assert!(ENTRY_LEN == 52);
+
+const F_COUNT: usize = 0;
+const F_TRAILER_OFFSET: usize = F_COUNT + 4 + 4;
+const F_CHECKSUM: usize = F_TRAILER_OFFSET + 8;
+const F_MAGIC: usize = F_CHECKSUM + 32;
+pub const FOOTER_LEN: usize = F_MAGIC + 8;
+const _: () = assert!(FOOTER_LEN == 56);
+
+/// How a blob's bytes are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Compression {
+    Raw = 0,
+    Zstd = 1,
+}
+
+/// Where one blob lives inside a pack, as listed in the trailer and copied into the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: BlobId,
+    pub compression: Compression,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+}
+
+/// Compresses `raw` with zstd, keeping it raw when compression does not shrink it (already compressed media).
+pub fn compress(raw: &[u8], level: i32) -> (Vec<u8>, Compression) {
+    match zstd::bulk::compress(raw, level) {
+        Ok(z) if z.len() < raw.len() => (z, Compression::Zstd),
+        _ => (raw.to_vec(), Compression::Raw),
+    }
+}
+
+/// Inverse of `compress`; the caller verifies the plaintext against the blob id.
+pub fn decompress(
+    stored: &[u8],
+    compression: Compression,
+    raw_len: u32,
+) -> Result<Vec<u8>, FormatError> {
+    match compression {
+        Compression::Raw => Ok(stored.to_vec()),
+        Compression::Zstd => {
+            let out = zstd::bulk::decompress(stored, raw_len as usize).map_err(|e| {
+                FormatError::Invalid {
+                    object: "blob",
+                    offset: 0,
+                    what: format!("zstd: {e}"),
+                }
+            })?;
+            if out.len() != raw_len as usize {
+                return Err(FormatError::Invalid {
+                    object: "blob",
+                    offset: 0,
+                    what: "wrong plaintext length".into(),
+                });
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Accumulates blobs into one pack in memory; packs are tens of MiB, and a whole object is what a
+/// future object-store backend uploads anyway.
+pub struct PackBuilder {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl Default for PackBuilder {
+    fn default() -> Self {
+        let mut w = Writer::with_capacity(HEADER_LEN);
+        w.bytes(&magic::PACK_HEADER);
+        w.u32(magic::PACK_VERSION);
+        w.u32(0);
+        Self {
+            buf: w.buf,
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl PackBuilder {
+    pub fn add(&mut self, id: BlobId, stored: &[u8], compression: Compression, raw_len: u32) {
+        let offset = self.buf.len() as u64;
+        self.buf.extend_from_slice(stored);
+        self.entries.push(PackEntry {
+            id,
+            compression,
+            offset,
+            stored_len: stored.len() as u32,
+            raw_len,
+        });
+    }
+
+    /// Bytes of blob data so far (what `pack_target` is compared with).
+    pub fn data_len(&self) -> usize {
+        self.buf.len() - HEADER_LEN
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends trailer and footer; returns the pack's id, its bytes, and its entries.
+    pub fn finish(self) -> (PackId, Vec<u8>, Vec<PackEntry>) {
+        let Self { mut buf, entries } = self;
+        let trailer_offset = buf.len() as u64;
+        let trailer = encode_trailer(&entries);
+        let mut w = Writer::with_capacity(FOOTER_LEN);
+        w.u32(entries.len() as u32);
+        w.u32(0);
+        w.u64(trailer_offset);
+        w.bytes(blake3::hash(&trailer).as_bytes());
+        w.bytes(&magic::PACK_FOOTER);
+        buf.extend_from_slice(&trailer);
+        buf.extend_from_slice(&w.buf);
+        (PackId::of(&buf), buf, entries)
+    }
+}
+
+fn encode_trailer(entries: &[PackEntry]) -> Vec<u8> {
+    let mut w = Writer::with_capacity(entries.len() * ENTRY_LEN);
+    for e in entries {
+        w.u8(e.id.kind as u8);
+        w.u8(e.compression as u8);
+        w.u16(0);
+        w.u32(e.stored_len);
+        w.u32(e.raw_len);
+        w.u64(e.offset);
+        w.bytes(&e.id.hash);
+    }
+    w.buf
+}
+
+/// Checks a pack's 16-byte header.
+pub fn check_header(bytes: &[u8]) -> Result<(), FormatError> {
+    Reader::new(bytes, "pack header").header(magic::PACK_HEADER, magic::PACK_VERSION)
+}
+
+/// The parsed footer: where the trailer starts, how many entries it has and its checksum.
+pub struct Footer {
+    pub trailer_offset: u64,
+    pub entry_count: u32,
+    checksum: [u8; 32],
+}
+
+impl Footer {
+    pub fn decode(bytes: &[u8], file_len: u64) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes, "pack footer");
+        let entry_count = r.u32()?;
+        r.u32()?;
+        let trailer_offset = r.u64()?;
+        let checksum = r.array::<32>()?;
+        if r.array::<8>()? != magic::PACK_FOOTER {
+            return Err(FormatError::Invalid {
+                object: "pack footer",
+                offset: F_MAGIC,
+                what: "no end magic".into(),
+            });
+        }
+        r.finish()?;
+        let trailer_end = trailer_offset.checked_add(entry_count as u64 * ENTRY_LEN as u64);
+        if trailer_offset < HEADER_LEN as u64 || trailer_end != Some(file_len - FOOTER_LEN as u64) {
+            return Err(FormatError::Invalid {
+                object: "pack footer",
+                offset: F_TRAILER_OFFSET,
+                what: "trailer out of place".into(),
+            });
+        }
+        Ok(Self {
+            trailer_offset,
+            entry_count,
+            checksum,
+        })
+    }
+
+    /// Decodes and verifies the trailer entries that this footer describes.
+    pub fn decode_trailer(&self, bytes: &[u8]) -> Result<Vec<PackEntry>, FormatError> {
+        if blake3::hash(bytes).as_bytes() != &self.checksum {
+            return Err(FormatError::Checksum {
+                object: "pack trailer",
+            });
+        }
+        let mut r = Reader::new(bytes, "pack trailer");
+        let mut entries = Vec::with_capacity(self.entry_count as usize);
+        for _ in 0..self.entry_count {
+            let kind = BlobKind::from_u8(r.u8()?).ok_or_else(|| r.invalid("unknown blob kind"))?;
+            let compression = match r.u8()? {
+                0 => Compression::Raw,
+                1 => Compression::Zstd,
+                _ => return Err(r.invalid("unknown compression")),
+            };
+            r.u16()?;
+            let stored_len = r.u32()?;
+            let raw_len = r.u32()?;
+            let offset = r.u64()?;
+            let hash = r.array::<32>()?;
+            if offset < HEADER_LEN as u64 || offset + stored_len as u64 > self.trailer_offset {
+                return Err(r.invalid("blob outside the pack's data area"));
+            }
+            entries.push(PackEntry {
+                id: BlobId { kind, hash },
+                compression,
+                offset,
+                stored_len,
+                raw_len,
+            });
+        }
+        r.finish()?;
+        Ok(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::ChunkId;
+
+    #[test]
+    fn builder_trailer_round_trip() {
+        let mut b = PackBuilder::default();
+        let data = vec![b'a'; 10_000];
+        let (stored, c) = compress(&data, 3);
+        assert_eq!(c, Compression::Zstd);
+        let id = BlobId::chunk(ChunkId::of(&data));
+        b.add(id, &stored, c, data.len() as u32);
+        let (pack_id, bytes, entries) = b.finish();
+        assert_eq!(pack_id, PackId::of(&bytes));
+        check_header(&bytes[..HEADER_LEN]).unwrap();
+        let len = bytes.len() as u64;
+        let footer = Footer::decode(&bytes[bytes.len() - FOOTER_LEN..], len).unwrap();
+        let t = footer.trailer_offset as usize;
+        let parsed = footer
+            .decode_trailer(&bytes[t..bytes.len() - FOOTER_LEN])
+            .unwrap();
+        assert_eq!(parsed, entries);
+        let e = parsed[0];
+        let stored = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
+        assert_eq!(decompress(stored, e.compression, e.raw_len).unwrap(), data);
+    }
+
+    #[test]
+    fn incompressible_is_stored_raw() {
+        let data: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let (stored, c) = compress(&data, 3);
+        if c == Compression::Raw {
+            assert_eq!(stored, data);
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! The fuser adapter: translates kernel requests to `vfs` calls and results to replies, nothing more.
+//!
+//! One errno mapping (`errno`), one log line per failed request (`fail`). Missing names are ordinary traffic
+//! (shells probe for files all the time) and are not logged; damage is logged with the inode's path.
+
+use crate::format::tree::{EntryKind, Timestamp};
+use crate::vfs::{inode, Attr, OpenFile, Vfs, VfsError};
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request, Session,
+    SessionACL,
+};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Snapshot contents never change; the root listing and `latest` do.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(3600);
+const ROOT_TTL: Duration = Duration::from_secs(1);
+/// How often the daemon looks for new snapshots; with ROOT_TTL this bounds how late one shows up.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+
+pub struct BackupFs {
+    vfs: Arc<Vfs>,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    next_fh: AtomicU64,
+}
+
+fn errno(e: &VfsError) -> Errno {
+    match e {
+        VfsError::NotFound => Errno::ENOENT,
+        VfsError::NotDirectory => Errno::ENOTDIR,
+        VfsError::NotSymlink => Errno::EINVAL,
+        VfsError::NoXattr => Errno::from_i32(libc::ENODATA),
+        VfsError::IsDirectory => Errno::EISDIR,
+        VfsError::Repo(_) => Errno::EIO,
+    }
+}
+
+fn system_time(t: Timestamp) -> SystemTime {
+    let nanos = Duration::from_nanos(t.nsec as u64);
+    if t.sec >= 0 {
+        UNIX_EPOCH + Duration::from_secs(t.sec as u64) + nanos
+    } else {
+        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + nanos
+    }
+}
+
+fn file_type(k: EntryKind) -> FileType {
+    match k {
+        EntryKind::File => FileType::RegularFile,
+        EntryKind::Dir => FileType::Directory,
+        EntryKind::Symlink => FileType::Symlink,
+        EntryKind::Fifo => FileType::NamedPipe,
+        EntryKind::Socket => FileType::Socket,
+        EntryKind::CharDev => FileType::CharDevice,
+        EntryKind::BlockDev => FileType::BlockDevice,
+    }
+}
+
+/// The kernel's 32-bit "new" device encoding, which FUSE attributes use.
+fn fuse_rdev(dev: u64) -> u32 {
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    let mtime = system_time(a.mtime);
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: mtime,
+        mtime,
+        ctime: system_time(a.ctime),
+        crtime: mtime,
+        kind: file_type(a.kind),
+        perm: a.perm as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: fuse_rdev(a.rdev),
+        blksize: 1 << 20,
+        flags: 0,
+    }
+}
+
+fn ttl(ino: u64) -> Duration {
+    if ino == inode::ROOT || ino == inode::LATEST {
+        ROOT_TTL
+    } else {
+        SNAPSHOT_TTL
+    }
+}
+
+impl BackupFs {
+    pub fn new(vfs: Arc<Vfs>) -> Self {
+        Self {
+            vfs,
+            files: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    /// Logs a failed request once, with the path it concerns, and returns the errno to reply with.
+    fn fail(&self, op: &str, ino: u64, e: &VfsError) -> Errno {
+        if !matches!(
+            e,
+            VfsError::NotFound | VfsError::NoXattr | VfsError::NotSymlink
+        ) {
+            tracing::error!("{op} {}: {e}", self.vfs.path_of(ino));
+        }
+        errno(e)
+    }
+
+    fn entry(&self, ino: u64, result: Result<Attr, VfsError>, reply: ReplyEntry) {
+        match result {
+            Ok(a) => reply.entry(&ttl(a.ino), &file_attr(&a), Generation(a.generation)),
+            Err(e) => reply.error(self.fail("lookup", ino, &e)),
+        }
+    }
+
+    fn open_file(&self, fh: FileHandle) -> Option<Arc<OpenFile>> {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh.0)
+            .cloned()
+    }
+}
+
+impl Filesystem for BackupFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Handles that survive restarts (NFS re-export): the kernel may then ask for "." and ".." by number.
+        let _ = config.add_capabilities(InitFlags::FUSE_EXPORT_SUPPORT);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.entry(parent.0, self.vfs.lookup(parent.0, name.as_bytes()), reply);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.vfs.getattr(ino.0) {
+            Ok(a) => reply.attr(&ttl(a.ino), &file_attr(&a)),
+            Err(e) => reply.error(self.fail("getattr", ino.0, &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.vfs.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(self.fail("readlink", ino.0, &e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        match self.vfs.open(ino.0) {
+            Ok(file) => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.files
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(fh, Arc::new(file));
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            }
+            Err(e) => reply.error(self.fail("open", ino.0, &e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(file) = self.open_file(fh) else {
+            return reply.error(Errno::EBADF);
+        };
+        match self.vfs.read(&file, offset, size as usize) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(self.fail(&format!("read at {offset}"), ino.0, &e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let result = self.vfs.readdir(ino.0, offset, &mut |item| {
+            reply.add(
+                INodeNo(item.ino),
+                item.next_offset,
+                file_type(item.kind),
+                OsStr::from_bytes(&item.name),
+            )
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("readdir", ino.0, &e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.vfs.getxattr(ino.0, name.as_bytes()) {
+            Ok(v) => xattr_reply(v, size, reply),
+            Err(e) => reply.error(self.fail("getxattr", ino.0, &e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.vfs.listxattr(ino.0) {
+            Ok(v) => xattr_reply(v, size, reply),
+            Err(e) => reply.error(self.fail("listxattr", ino.0, &e)),
+        }
+    }
+
+    // Everything that would change the filesystem: read-only, always.
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+}
+
+fn xattr_reply(value: Vec<u8>, size: u32, reply: ReplyXattr) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() <= size as usize {
+        reply.data(&value);
+    } else {
+        reply.error(Errno::ERANGE);
+    }
+}
+
+pub struct MountOptions {
+    pub allow_other: bool,
+    pub threads: usize,
+    pub fsname: String,
+}
+
+/// Mounts `vfs` at `mountpoint` and serves it until SIGINT, SIGTERM or an external unmount.
+pub fn serve(vfs: Arc<Vfs>, mountpoint: &Path, opts: &MountOptions) -> std::io::Result<()> {
+    let signals = block_termination_signals();
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::NoAtime,
+        MountOption::DefaultPermissions,
+        MountOption::FSName(opts.fsname.clone()),
+        MountOption::Subtype("backupfs".into()),
+    ];
+    config.acl = if opts.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    let mut session = Session::new(BackupFs::new(vfs.clone()), mountpoint, &config)?;
+    let mut unmounter = session.unmount_callable();
+    std::thread::spawn(move || {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `signals` is an initialised set; sigwait only writes `sig`.
+        unsafe { libc::sigwait(&signals, &mut sig) };
+        tracing::info!("signal {sig}: unmounting");
+        if let Err(e) = unmounter.unmount() {
+            tracing::error!("unmount: {e}");
+        }
+    });
+    std::thread::spawn(move || loop {
+        std::thread::sleep(REFRESH_INTERVAL);
+        if let Err(e) = vfs.refresh() {
+            tracing::warn!("refreshing the snapshot list: {e}");
+        }
+    });
+    tracing::info!("serving {}", mountpoint.display());
+    session.run()
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread started after, so one thread can take
+/// them with sigwait and unmount cleanly. Call it before anything starts threads (opening the repository
+/// starts RocksDB's): a thread with the signals unblocked would take the default action and die mounted.
+pub fn block_termination_signals() -> libc::sigset_t {
+    // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask changes only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}

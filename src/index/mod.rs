@@ -1,0 +1,294 @@
+//! The RocksDB index: what must be found fast, all of it derivable from packs and manifests.
+//!
+//! Keys (big-endian where order matters, values little-endian like the rest of the format):
+//! ```text
+//! "V"                                     -> index layout version u32
+//! "N"                                     -> next snapshot ordinal u64
+//! "B" kind u8 | hash 32                   -> pack id 32 | offset u64 | stored_len u32 | raw_len u32 | compression u8
+//! "P" pack id 32                          -> blob count u32
+//! "S" account | 0x00 | time u64 BE | nsec u32 BE | ordinal u64 BE  -> snapshot id 32 | manifest bytes
+//! "O" ordinal u64 BE                      -> the "S" key of that snapshot
+//! "I" snapshot id 32                      -> ordinal u64 LE
+//! ```
+//! `time` is the UTC second biased by 2^63 so that byte order is time order, pre-1970 included.
+//!
+//! Concurrency: RocksDB admits one read-write process. Readers (mounts, listings, a backup's dedup lookups) open
+//! it as a *secondary* instance, which takes no lock and follows the primary with `catch_up`. Writers take
+//! `locks/index.lock` (flock, blocking), open the primary only for the few milliseconds of their commit, and
+//! close it again, so a long backup never keeps another writer or a mount waiting.
+
+mod keys;
+
+use crate::backend::local::flock;
+use crate::format::manifest::Manifest;
+use crate::format::pack::{Compression, PackEntry};
+use crate::format::{magic, BlobId, PackId, SnapshotId};
+use rocksdb::{IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index {path}: {source}")]
+    Db {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
+    #[error("index {path}: {what}")]
+    Corrupt { path: PathBuf, what: String },
+    #[error("index lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where a blob's stored bytes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: PackId,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub compression: Compression,
+}
+
+/// One snapshot as listed by the catalog.
+#[derive(Clone, Debug)]
+pub struct CatalogEntry {
+    pub id: SnapshotId,
+    pub manifest: Manifest,
+}
+
+/// A read-only view of the index that follows the writers.
+pub struct IndexReader {
+    db: DB,
+    path: PathBuf,
+    secondary_dir: PathBuf,
+}
+
+impl Drop for IndexReader {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.secondary_dir);
+    }
+}
+
+fn db_err(path: &Path) -> impl Fn(rocksdb::Error) -> IndexError + '_ {
+    move |source| IndexError::Db {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn base_options() -> Options {
+    let mut opts = Options::default();
+    opts.set_log_level(rocksdb::LogLevel::Warn);
+    opts.set_keep_log_file_num(2);
+    opts.set_max_log_file_size(1 << 20);
+    opts
+}
+
+impl IndexReader {
+    pub fn open(path: &Path) -> Result<Self, IndexError> {
+        if !path.join("CURRENT").exists() {
+            return Err(IndexError::Corrupt {
+                path: path.into(),
+                what: "missing (no CURRENT file)".into(),
+            });
+        }
+        let secondary_dir = secondary_dir();
+        let mut opts = base_options();
+        // Secondaries must keep every table file open: the primary may delete compacted ones at any time.
+        opts.set_max_open_files(-1);
+        let db = DB::open_as_secondary(&opts, path, &secondary_dir).map_err(db_err(path))?;
+        let reader = Self {
+            db,
+            path: path.into(),
+            secondary_dir,
+        };
+        reader.check_version()?;
+        Ok(reader)
+    }
+
+    /// Sees what writers committed since the last call.
+    pub fn catch_up(&self) -> Result<(), IndexError> {
+        self.db
+            .try_catch_up_with_primary()
+            .map_err(db_err(&self.path))
+    }
+
+    fn check_version(&self) -> Result<(), IndexError> {
+        let v = self
+            .db
+            .get_pinned(keys::VERSION)
+            .map_err(db_err(&self.path))?;
+        match v.as_deref().and_then(keys::u32_le) {
+            Some(magic::INDEX_VERSION) => Ok(()),
+            found => Err(IndexError::Corrupt {
+                path: self.path.clone(),
+                what: format!("unsupported index version {found:?}"),
+            }),
+        }
+    }
+
+    pub fn blob(&self, id: BlobId) -> Result<Option<BlobLocation>, IndexError> {
+        let v = self
+            .db
+            .get_pinned(keys::blob(id))
+            .map_err(db_err(&self.path))?;
+        match v {
+            None => Ok(None),
+            Some(v) => keys::decode_location(&v)
+                .map(Some)
+                .ok_or_else(|| IndexError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("bad entry for {id}"),
+                }),
+        }
+    }
+
+    /// The account's snapshots in time order, or every snapshot when `account` is None.
+    pub fn snapshots(&self, account: Option<&str>) -> Result<Vec<CatalogEntry>, IndexError> {
+        let prefix = keys::catalog_prefix(account);
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&prefix, rocksdb::Direction::Forward))
+        {
+            let (k, v) = item.map_err(db_err(&self.path))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(keys::decode_catalog(&v).ok_or_else(|| IndexError::Corrupt {
+                path: self.path.clone(),
+                what: format!("bad catalog entry {}", String::from_utf8_lossy(&k)),
+            })?);
+        }
+        if account.is_none() {
+            out.sort_by_key(|e| {
+                (
+                    e.manifest.time.sec,
+                    e.manifest.time.nsec,
+                    e.manifest.ordinal,
+                )
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn secondary_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("backupfs-index-{}-{n}", std::process::id()))
+}
+
+/// The read-write index, held under the repository's index lock for one commit.
+pub struct IndexWriter {
+    db: DB,
+    path: PathBuf,
+    _lock: File,
+}
+
+impl IndexWriter {
+    /// Creates the index of a new repository.
+    pub fn create(path: &Path, lock_path: &Path) -> Result<Self, IndexError> {
+        let w = Self::open_inner(path, lock_path, true)?;
+        let mut batch = WriteBatch::default();
+        batch.put(keys::VERSION, magic::INDEX_VERSION.to_le_bytes());
+        batch.put(keys::NEXT_ORDINAL, 1u64.to_le_bytes());
+        w.write(batch)?;
+        Ok(w)
+    }
+
+    /// Waits for the index lock, then opens the primary.
+    pub fn open(path: &Path, lock_path: &Path) -> Result<Self, IndexError> {
+        Self::open_inner(path, lock_path, false)
+    }
+
+    fn open_inner(path: &Path, lock_path: &Path, create: bool) -> Result<Self, IndexError> {
+        let lock_err = |source| IndexError::Lock {
+            path: lock_path.into(),
+            source,
+        };
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock_path)
+            .map_err(lock_err)?;
+        flock(&lock, libc::LOCK_EX).map_err(lock_err)?;
+        let mut opts = base_options();
+        opts.create_if_missing(create);
+        opts.set_max_open_files(256);
+        let db = DB::open(&opts, path).map_err(db_err(path))?;
+        Ok(Self {
+            db,
+            path: path.into(),
+            _lock: lock,
+        })
+    }
+
+    pub fn next_ordinal(&self) -> Result<u64, IndexError> {
+        let v = self
+            .db
+            .get_pinned(keys::NEXT_ORDINAL)
+            .map_err(db_err(&self.path))?;
+        v.as_deref()
+            .and_then(keys::u64_le)
+            .ok_or_else(|| IndexError::Corrupt {
+                path: self.path.clone(),
+                what: "no next ordinal".into(),
+            })
+    }
+
+    pub fn add_pack(batch: &mut WriteBatch, pack: PackId, entries: &[PackEntry]) {
+        for e in entries {
+            batch.put(keys::blob(e.id), keys::encode_location(pack, e));
+        }
+        batch.put(keys::pack(pack), (entries.len() as u32).to_le_bytes());
+    }
+
+    pub fn add_snapshot(
+        batch: &mut WriteBatch,
+        id: SnapshotId,
+        manifest: &Manifest,
+        manifest_bytes: &[u8],
+    ) {
+        let key = keys::catalog(manifest);
+        let mut value = Vec::with_capacity(32 + manifest_bytes.len());
+        value.extend_from_slice(&id.0);
+        value.extend_from_slice(manifest_bytes);
+        batch.put(&key, value);
+        batch.put(keys::ordinal(manifest.ordinal), key);
+        batch.put(keys::snapshot_id(id), manifest.ordinal.to_le_bytes());
+    }
+
+    pub fn has_snapshot(&self, id: SnapshotId) -> Result<bool, IndexError> {
+        Ok(self
+            .db
+            .get_pinned(keys::snapshot_id(id))
+            .map_err(db_err(&self.path))?
+            .is_some())
+    }
+
+    pub fn has_pack(&self, id: PackId) -> Result<bool, IndexError> {
+        Ok(self
+            .db
+            .get_pinned(keys::pack(id))
+            .map_err(db_err(&self.path))?
+            .is_some())
+    }
+
+    pub fn set_next_ordinal(batch: &mut WriteBatch, next: u64) {
+        batch.put(keys::NEXT_ORDINAL, next.to_le_bytes());
+    }
+
+    /// Applies a batch durably (WAL fsync) and atomically.
+    pub fn write(&self, batch: WriteBatch) -> Result<(), IndexError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(db_err(&self.path))
+    }
+}

@@ -1,0 +1,30 @@
+//! backupfs: a deduplicating backup repository whose snapshots are browsed as an ordinary read-only filesystem.
+//!
+//! Layers, bottom up; each depends only on the ones above it in this list:
+//! - `format`: the bytes of every on-disk object (spec in `format/SPEC.md`). Pure functions, no I/O.
+//! - `backend`: where immutable objects (packs, manifests, config) are stored: a local directory now, an object
+//!   store later. Objects are written once, whole, under a new name.
+//! - `index`: the RocksDB index of blob locations and the snapshot catalog, derivable from the backend's objects.
+//! - `repo`: the `Repository` handle that owns backend, index and caches, returns only verified blobs, and
+//!   commits snapshots in a crash-safe order.
+//! - `backup`: the backup command (walk, chunk, store, commit).
+//! - `vfs`: the browsable view of snapshots (names, inode numbers, lookups, reads), testable without FUSE.
+//! - `fuse`: the thin fuser adapter over `vfs`.
+//!
+//! Design decisions that later work relies on:
+//! - Inode numbers are computed, never allocated: a snapshot's ordinal in the high bits and the entry's
+//!   depth-first number in the low bits, the latter derivable from the trees' descendant counts. Any inode can
+//!   thus be resolved after a restart without a prior lookup (NFS file handles), and no table grows with use.
+//! - Readers never lock. The index is opened as a RocksDB secondary by readers; writers hold a lock file only for
+//!   the short commit. A mount therefore never blocks a backup or a prune, and vice versa.
+//! - Everything that is not the index is immutable and content-addressed, so caching is always safe and
+//!   verification is a hash comparison.
+
+pub mod backend;
+pub mod backup;
+pub mod cache;
+pub mod format;
+pub mod fuse;
+pub mod index;
+pub mod repo;
+pub mod vfs;

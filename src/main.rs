@@ -1,0 +1,247 @@
+//! The `backupfs` command line. Errors end here as one line on stderr and a documented exit code:
+//! 0 success, 1 error, 2 usage error, 3 backup completed with warnings (files skipped).
+
+use anyhow::{bail, Context, Result};
+use backupfs::backup::{backup, BackupOptions};
+use backupfs::fuse::{serve, MountOptions};
+use backupfs::repo::{CacheSizes, Repository};
+use backupfs::vfs::{naming, Vfs};
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const EXIT_ERROR: i32 = 1;
+const EXIT_WARNINGS: i32 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "backupfs",
+    version,
+    about = "Deduplicated backups browsable as a read-only filesystem"
+)]
+struct Cli {
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct RepoArg {
+    /// Repository directory.
+    #[arg(long, env = "BACKUPFS_REPO")]
+    repo: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an empty repository.
+    Init { path: PathBuf },
+    /// Back up SOURCE as a new snapshot of an account.
+    Backup {
+        #[command(flatten)]
+        repo: RepoArg,
+        #[arg(long, default_value = "default")]
+        account: String,
+        /// Record the snapshot at this time (RFC 3339) instead of now.
+        #[arg(long, value_parser = parse_time)]
+        time: Option<backupfs::format::tree::Timestamp>,
+        /// Print a JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+        source: PathBuf,
+    },
+    /// List snapshots.
+    Snapshots {
+        #[command(flatten)]
+        repo: RepoArg,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve an account's snapshots read-only at MOUNTPOINT until SIGINT/SIGTERM or unmount.
+    Mount {
+        #[command(flatten)]
+        repo: RepoArg,
+        #[arg(long, default_value = "default")]
+        account: String,
+        /// Let other users (subject to file permissions) use the mount.
+        #[arg(long)]
+        allow_other: bool,
+        /// Threads serving FUSE requests.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        mountpoint: PathBuf,
+    },
+}
+
+fn parse_time(s: &str) -> Result<backupfs::format::tree::Timestamp, String> {
+    naming::parse_rfc3339(s)
+        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time like 2026-11-20T03:00:00Z"))
+}
+
+fn init_logging(cli: &Cli, default: &str) {
+    let level = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => default,
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("backupfs={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+fn open(repo: &RepoArg) -> Result<Repository> {
+    Ok(Repository::open(&repo.repo, CacheSizes::default())?)
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Init { path } => {
+            Repository::init(&path)?;
+            println!("created repository {}", path.display());
+        }
+        Command::Backup {
+            repo,
+            account,
+            time,
+            json,
+            source,
+        } => {
+            let repo = open(&repo)?;
+            let progress = !json && std::io::stderr().is_terminal();
+            let summary = backup(
+                &repo,
+                &BackupOptions {
+                    account,
+                    source,
+                    time,
+                    progress,
+                },
+            )?;
+            if json {
+                println!("{}", summary.to_json());
+            } else {
+                let s = &summary.manifest.stats;
+                println!(
+                    "snapshot {} of {}: {} files, {} dirs, {:.1} MiB read, {:.1} MiB added, {:.2}s, {} warnings",
+                    summary.snapshot.short(),
+                    summary.manifest.account,
+                    s.files,
+                    s.dirs,
+                    summary.bytes_read as f64 / 1048576.0,
+                    s.added_bytes as f64 / 1048576.0,
+                    summary.duration.as_secs_f64(),
+                    summary.warnings.len()
+                );
+            }
+            if !summary.warnings.is_empty() {
+                return Ok(EXIT_WARNINGS);
+            }
+        }
+        Command::Snapshots {
+            repo,
+            account,
+            json,
+        } => list_snapshots(&open(&repo)?, account.as_deref(), json)?,
+        Command::Mount {
+            repo,
+            account,
+            allow_other,
+            threads,
+            mountpoint,
+        } => {
+            backupfs::fuse::block_termination_signals();
+            let meta = std::fs::metadata(&mountpoint)
+                .with_context(|| format!("mount point {}", mountpoint.display()))?;
+            if !meta.is_dir() {
+                bail!("mount point {} is not a directory", mountpoint.display());
+            }
+            let fsname = format!("backupfs:{}", repo.repo.display());
+            let repo = Arc::new(open(&repo)?);
+            let vfs = Arc::new(Vfs::new(repo, &account, (meta.uid(), meta.gid()))?);
+            serve(
+                vfs,
+                &mountpoint,
+                &MountOptions {
+                    allow_other,
+                    threads,
+                    fsname,
+                },
+            )
+            .with_context(|| format!("mounting {}", mountpoint.display()))?;
+        }
+    }
+    Ok(0)
+}
+
+fn list_snapshots(repo: &Repository, account: Option<&str>, json: bool) -> Result<()> {
+    let snaps = repo.snapshots(account)?;
+    if json {
+        let items: Vec<_> = snaps
+            .iter()
+            .map(|s| {
+                let m = &s.manifest;
+                serde_json::json!({
+                    "id": s.id.to_hex(), "ordinal": m.ordinal, "account": m.account,
+                    "time": naming::rfc3339_utc(m.time), "hostname": m.hostname,
+                    "source": String::from_utf8_lossy(&m.source), "files": m.stats.files,
+                    "dirs": m.stats.dirs, "file_bytes": m.stats.file_bytes, "added_bytes": m.stats.added_bytes,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(items));
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:<16} {:<31} {:>9} {:>12}  SOURCE",
+        "ID", "ACCOUNT", "TIME (UTC)", "FILES", "BYTES"
+    );
+    for s in snaps {
+        let m = &s.manifest;
+        println!(
+            "{:<10} {:<16} {:<31} {:>9} {:>12}  {}",
+            s.id.short(),
+            m.account,
+            naming::rfc3339_utc(m.time),
+            m.stats.files,
+            m.stats.file_bytes,
+            String::from_utf8_lossy(&m.source)
+        );
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Mount { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logging(&cli, default_level);
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("backupfs: error: {e:#}");
+            std::process::exit(EXIT_ERROR);
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The `Repository` handle: one per process, owning the backend, the index reader and the caches. Commands and
+//! the filesystem reach the data only through it, and every blob it returns has been checked against its id.
+
+mod commit;
+mod packs;
+
+pub use commit::{commit_snapshot, NewPack};
+pub use packs::{read_manifest, read_pack_trailer, reconcile, Reconciled};
+
+use crate::backend::{Backend, BackendError, LocalBackend, Object};
+use crate::cache::LruCache;
+use crate::format::config::Config;
+use crate::format::links::LinkTable;
+use crate::format::pack::decompress;
+use crate::format::tree::Tree;
+use crate::format::{BlobId, ChunkId, FormatError, LinksId, PackId, TreeId};
+use crate::index::{CatalogEntry, IndexError, IndexReader, IndexWriter};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("{path}: not a backupfs repository (no config file)")]
+    NotARepository { path: PathBuf },
+    #[error("{path}: already exists and is not empty")]
+    AlreadyExists { path: PathBuf },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("{object}: {source}")]
+    Format { object: String, source: FormatError },
+    #[error("{id}: not in the index")]
+    BlobMissing { id: BlobId },
+    #[error("{id} in pack {pack}: content does not match its id")]
+    BlobCorrupt { id: BlobId, pack: PackId },
+}
+
+impl RepoError {
+    /// Damage to the repository (as opposed to a name that simply does not exist).
+    pub fn is_corruption(&self) -> bool {
+        !matches!(
+            self,
+            RepoError::NotARepository { .. } | RepoError::AlreadyExists { .. }
+        )
+    }
+}
+
+/// Byte budgets of the in-memory caches; together with the open packs they bound a mount's memory.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheSizes {
+    pub trees: usize,
+    pub chunks: usize,
+}
+
+impl Default for CacheSizes {
+    fn default() -> Self {
+        Self {
+            trees: 32 << 20,
+            chunks: 64 << 20,
+        }
+    }
+}
+
+pub struct Repository {
+    root: PathBuf,
+    config: Config,
+    backend: Box<dyn Backend>,
+    index: IndexReader,
+    trees: LruCache<TreeId, Arc<Tree>>,
+    chunks: LruCache<ChunkId, Arc<Vec<u8>>>,
+    links: LruCache<LinksId, Arc<LinkTable>>,
+}
+
+impl Repository {
+    /// Creates an empty repository at `path` (which may exist if empty).
+    pub fn init(path: &Path) -> Result<Config, RepoError> {
+        if path.join("config").exists()
+            || std::fs::read_dir(path)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false)
+        {
+            return Err(RepoError::AlreadyExists { path: path.into() });
+        }
+        std::fs::create_dir_all(path).map_err(|e| BackendError::io(path, e))?;
+        LocalBackend::create_layout(path)?;
+        let mut repo_id = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut repo_id))
+            .map_err(|e| BackendError::io("/dev/urandom", e))?;
+        let config = Config::new(repo_id);
+        IndexWriter::create(&path.join("index"), &path.join("locks/index.lock"))?;
+        // The config comes last: a directory without it is not a repository, so a failed init is not half a one.
+        LocalBackend::new(path).write_new(Object::Config, &config.encode())?;
+        Ok(config)
+    }
+
+    pub fn open(path: &Path, caches: CacheSizes) -> Result<Self, RepoError> {
+        let backend = LocalBackend::new(path);
+        let config_bytes = match backend.read_all(Object::Config) {
+            Err(BackendError::NotFound { .. }) => {
+                return Err(RepoError::NotARepository { path: path.into() })
+            }
+            other => other?,
+        };
+        let config = Config::decode(&config_bytes).map_err(|source| RepoError::Format {
+            object: format!("{}/config", path.display()),
+            source,
+        })?;
+        let index = IndexReader::open(&path.join("index"))?;
+        Ok(Self {
+            root: path.into(),
+            config,
+            backend: Box::new(backend),
+            index,
+            trees: LruCache::new(caches.trees),
+            chunks: LruCache::new(caches.chunks),
+            links: LruCache::new(1 << 20),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// Takes the index lock and opens the index for writing (see `index` for why this is short-lived).
+    pub fn index_writer(&self) -> Result<IndexWriter, RepoError> {
+        Ok(IndexWriter::open(
+            &self.root.join("index"),
+            &self.root.join("locks/index.lock"),
+        )?)
+    }
+
+    /// Sees snapshots and blobs that other processes committed since this handle was opened.
+    pub fn refresh(&self) -> Result<(), RepoError> {
+        Ok(self.index.catch_up()?)
+    }
+
+    pub fn snapshots(&self, account: Option<&str>) -> Result<Vec<CatalogEntry>, RepoError> {
+        Ok(self.index.snapshots(account)?)
+    }
+
+    pub fn has_blob(&self, id: BlobId) -> Result<bool, RepoError> {
+        Ok(self.index.blob(id)?.is_some())
+    }
+
+    /// Reads, decompresses and verifies one blob. A blob the index does not know may have been committed since
+    /// the last refresh, so a miss refreshes once before it is an error.
+    pub fn read_blob(&self, id: BlobId) -> Result<Vec<u8>, RepoError> {
+        let loc = match self.index.blob(id)? {
+            Some(loc) => loc,
+            None => {
+                self.refresh()?;
+                self.index.blob(id)?.ok_or(RepoError::BlobMissing { id })?
+            }
+        };
+        let mut stored = vec![0u8; loc.stored_len as usize];
+        self.backend
+            .read_at(Object::Pack(loc.pack), loc.offset, &mut stored)?;
+        let corrupt = || RepoError::BlobCorrupt { id, pack: loc.pack };
+        let plain = decompress(&stored, loc.compression, loc.raw_len).map_err(|_| corrupt())?;
+        if blake3::hash(&plain).as_bytes() != &id.hash {
+            return Err(corrupt());
+        }
+        Ok(plain)
+    }
+
+    pub fn tree(&self, id: TreeId) -> Result<Arc<Tree>, RepoError> {
+        if let Some(t) = self.trees.get(&id) {
+            return Ok(t);
+        }
+        let bytes = self.read_blob(BlobId::tree(id))?;
+        let tree = Arc::new(Tree::decode(&bytes).map_err(|source| RepoError::Format {
+            object: format!("tree {id}"),
+            source,
+        })?);
+        self.trees.insert(id, tree.clone(), tree.heap_size());
+        Ok(tree)
+    }
+
+    pub fn chunk(&self, id: ChunkId) -> Result<Arc<Vec<u8>>, RepoError> {
+        if let Some(c) = self.chunks.get(&id) {
+            return Ok(c);
+        }
+        let data = Arc::new(self.read_blob(BlobId::chunk(id))?);
+        self.chunks.insert(id, data.clone(), data.len());
+        Ok(data)
+    }
+
+    pub fn link_table(&self, id: LinksId) -> Result<Arc<LinkTable>, RepoError> {
+        if let Some(t) = self.links.get(&id) {
+            return Ok(t);
+        }
+        let bytes = self.read_blob(BlobId::links(id))?;
+        let table = Arc::new(
+            LinkTable::decode(&bytes).map_err(|source| RepoError::Format {
+                object: format!("links {id}"),
+                source,
+            })?,
+        );
+        self.links.insert(id, table.clone(), table.links.len() * 24);
+        Ok(table)
+    }
+}

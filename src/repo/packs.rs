@@ -1,0 +1,100 @@
+//! Bringing the index up to date with what the backend holds: the recovery step after a crash, and the whole of
+//! an index rebuild.
+
+use super::RepoError;
+use crate::backend::{Backend, Object};
+use crate::format::manifest::Manifest;
+use crate::format::pack::{check_header, Footer, PackEntry, ENTRY_LEN, FOOTER_LEN, HEADER_LEN};
+use crate::format::{FormatError, PackId, SnapshotId};
+use crate::index::IndexWriter;
+use rocksdb::WriteBatch;
+
+/// Reads a pack's header, footer and trailer (not its blobs) and returns the blobs it holds.
+pub fn read_pack_trailer(backend: &dyn Backend, pack: PackId) -> Result<Vec<PackEntry>, RepoError> {
+    let obj = Object::Pack(pack);
+    let format = |source: FormatError| RepoError::Format {
+        object: format!("pack {pack}"),
+        source,
+    };
+    let size = backend.size(obj)?;
+    if size < (HEADER_LEN + FOOTER_LEN) as u64 {
+        return Err(format(FormatError::Truncated {
+            object: "pack",
+            offset: size as usize,
+            needed: HEADER_LEN + FOOTER_LEN,
+        }));
+    }
+    let mut header = [0u8; HEADER_LEN];
+    backend.read_at(obj, 0, &mut header)?;
+    check_header(&header).map_err(format)?;
+    let mut footer = [0u8; FOOTER_LEN];
+    backend.read_at(obj, size - FOOTER_LEN as u64, &mut footer)?;
+    let footer = Footer::decode(&footer, size).map_err(format)?;
+    let mut trailer = vec![0u8; footer.entry_count as usize * ENTRY_LEN];
+    backend.read_at(obj, footer.trailer_offset, &mut trailer)?;
+    footer.decode_trailer(&trailer).map_err(format)
+}
+
+/// What `reconcile` added to the index, and what it had to skip.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    pub packs: usize,
+    pub snapshots: usize,
+    pub skipped: Vec<String>,
+}
+
+/// Adds to the index every pack and every manifest that the backend has and the index lacks. Packs go first, so
+/// a snapshot never enters the catalog before the blobs it needs are findable.
+pub fn reconcile(backend: &dyn Backend, index: &IndexWriter) -> Result<Reconciled, RepoError> {
+    let mut done = Reconciled::default();
+    for pack in backend.list_packs()? {
+        if index.has_pack(pack)? {
+            continue;
+        }
+        match read_pack_trailer(backend, pack) {
+            Ok(entries) => {
+                let mut batch = WriteBatch::default();
+                IndexWriter::add_pack(&mut batch, pack, &entries);
+                index.write(batch)?;
+                done.packs += 1;
+            }
+            Err(e) => done.skipped.push(e.to_string()),
+        }
+    }
+    let mut next = index.next_ordinal()?;
+    for id in backend.list_manifests()? {
+        if index.has_snapshot(id)? {
+            continue;
+        }
+        match read_manifest(backend, id) {
+            Ok((manifest, bytes)) => {
+                let mut batch = WriteBatch::default();
+                IndexWriter::add_snapshot(&mut batch, id, &manifest, &bytes);
+                next = next.max(manifest.ordinal + 1);
+                IndexWriter::set_next_ordinal(&mut batch, next);
+                index.write(batch)?;
+                done.snapshots += 1;
+            }
+            Err(e) => done.skipped.push(e.to_string()),
+        }
+    }
+    Ok(done)
+}
+
+/// Reads a manifest and checks that its content still hashes to its name.
+pub fn read_manifest(
+    backend: &dyn Backend,
+    id: SnapshotId,
+) -> Result<(Manifest, Vec<u8>), RepoError> {
+    let bytes = backend.read_all(Object::Manifest(id))?;
+    let object = format!("snapshot {id}");
+    if SnapshotId::of(&bytes) != id {
+        return Err(RepoError::Format {
+            object,
+            source: FormatError::Checksum { object: "manifest" },
+        });
+    }
+    let manifest =
+        Manifest::decode(&bytes).map_err(|source| RepoError::Format { object, source })?;
+    Ok((manifest, bytes))
+}

@@ -1,0 +1,382 @@
+//! Resolving inode numbers to entries, and the metadata operations on them.
+
+use super::inode::{self, Ino};
+use super::{SnapInfo, Vfs, VfsError};
+use crate::format::tree::{Entry, EntryKind, Payload, Timestamp, Tree};
+use crate::format::TreeId;
+use std::sync::Arc;
+
+/// What `stat` shows, independent of FUSE's types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub generation: u64,
+    pub kind: EntryKind,
+    pub perm: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub rdev: u64,
+}
+
+/// One directory entry of a listing; `next_offset` resumes the listing after it.
+pub struct DirItem {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub kind: EntryKind,
+    pub next_offset: u64,
+}
+
+pub(super) enum Node {
+    Root,
+    Latest(Arc<SnapInfo>),
+    Entry(EntryNode),
+}
+
+pub(super) struct EntryNode {
+    snap: Arc<SnapInfo>,
+    dfs: u64,
+    /// The directory holding the entry and its index there; None for the snapshot's root directory.
+    place: Option<(Arc<Tree>, usize)>,
+    parent_dfs: u64,
+}
+
+impl EntryNode {
+    fn entry(&self) -> &Entry {
+        match &self.place {
+            Some((tree, i)) => &tree.entries[*i],
+            None => &self.snap.manifest.root,
+        }
+    }
+}
+
+fn dir_tree(e: &Entry) -> Result<TreeId, VfsError> {
+    match e.payload {
+        Payload::Dir { tree, .. } => Ok(tree),
+        _ => Err(VfsError::NotDirectory),
+    }
+}
+
+impl Vfs {
+    pub(super) fn resolve(&self, ino: u64) -> Result<Node, VfsError> {
+        match inode::decode(ino) {
+            Ino::Root => Ok(Node::Root),
+            Ino::Latest => self.latest().map(Node::Latest).ok_or(VfsError::NotFound),
+            Ino::Entry { ordinal, dfs } => {
+                let snap = self.snapshot(ordinal).ok_or(VfsError::NotFound)?;
+                self.resolve_in(snap, dfs, &mut |_| {}).map(Node::Entry)
+            }
+            Ino::Invalid => Err(VfsError::NotFound),
+        }
+    }
+
+    /// Descends from the snapshot root to DFS number `dfs`, choosing at each level the entry whose subtree spans
+    /// it; `on_name` sees each name on the way (for log paths).
+    fn resolve_in(
+        &self,
+        snap: Arc<SnapInfo>,
+        dfs: u64,
+        on_name: &mut dyn FnMut(&[u8]),
+    ) -> Result<EntryNode, VfsError> {
+        if dfs == 0 {
+            return Ok(EntryNode {
+                snap,
+                dfs,
+                place: None,
+                parent_dfs: 0,
+            });
+        }
+        let mut tree_id = dir_tree(&snap.manifest.root)?;
+        let mut base = 0;
+        loop {
+            let tree = self.repo.tree(tree_id)?;
+            let i = tree.entry_spanning(dfs - base).ok_or(VfsError::NotFound)?;
+            let child_dfs = base + tree.dfs_offsets[i];
+            on_name(&tree.entries[i].name);
+            if child_dfs == dfs {
+                return Ok(EntryNode {
+                    snap,
+                    dfs,
+                    place: Some((tree, i)),
+                    parent_dfs: base,
+                });
+            }
+            tree_id = dir_tree(&tree.entries[i]).map_err(|_| VfsError::NotFound)?;
+            base = child_dfs;
+        }
+    }
+
+    /// The path of an inode inside the mount, for log lines.
+    pub fn path_of(&self, ino: u64) -> String {
+        let Ino::Entry { ordinal, dfs } = inode::decode(ino) else {
+            return if ino == inode::LATEST {
+                "latest".into()
+            } else {
+                format!("inode {ino}")
+            };
+        };
+        let Some(snap) = self.snapshot(ordinal) else {
+            return format!("inode {ino}");
+        };
+        let mut path = snap.name.clone();
+        let _ = self.resolve_in(snap, dfs, &mut |name| {
+            path.push('/');
+            path.push_str(&String::from_utf8_lossy(name));
+        });
+        path
+    }
+
+    /// Inode number and link count of an entry; every path of a hardlinked file shares its first path's number.
+    fn identity(&self, node: &EntryNode) -> Result<(u64, u32), VfsError> {
+        let e = node.entry();
+        let mut dfs = node.dfs;
+        let nlink = match e.kind {
+            EntryKind::Dir => 2 + self.repo.tree(dir_tree(e)?)?.subdirs,
+            _ if e.is_hardlinked() => match node.snap.link_table(&self.repo)?.get(e.source_ino) {
+                Some(link) => {
+                    dfs = link.dfs;
+                    link.nlink
+                }
+                None => 1,
+            },
+            _ => 1,
+        };
+        let ino = inode::encode(node.snap.ordinal(), dfs).ok_or(VfsError::NotFound)?;
+        Ok((ino, nlink))
+    }
+
+    fn entry_attr(&self, node: &EntryNode) -> Result<Attr, VfsError> {
+        let e = node.entry();
+        let (ino, nlink) = self.identity(node)?;
+        Ok(Attr {
+            ino,
+            generation: node.snap.generation(),
+            kind: e.kind,
+            perm: e.mode,
+            nlink,
+            uid: e.uid,
+            gid: e.gid,
+            size: e.size,
+            mtime: e.mtime,
+            ctime: e.ctime,
+            rdev: e.rdev,
+        })
+    }
+
+    fn synthetic_attr(&self, ino: u64, kind: EntryKind, size: u64, nlink: u32) -> Attr {
+        let time = self.latest().map(|s| s.manifest.time).unwrap_or_default();
+        let perm = if kind == EntryKind::Dir { 0o555 } else { 0o777 };
+        let (uid, gid) = self.owner;
+        Attr {
+            ino,
+            generation: 1,
+            kind,
+            perm,
+            nlink,
+            uid,
+            gid,
+            size,
+            mtime: time,
+            ctime: time,
+            rdev: 0,
+        }
+    }
+
+    fn attr(&self, node: &Node) -> Result<Attr, VfsError> {
+        match node {
+            Node::Root => Ok(self.synthetic_attr(
+                inode::ROOT,
+                EntryKind::Dir,
+                0,
+                2 + self.snapshots().len() as u32,
+            )),
+            Node::Latest(s) => {
+                Ok(self.synthetic_attr(inode::LATEST, EntryKind::Symlink, s.name.len() as u64, 1))
+            }
+            Node::Entry(n) => self.entry_attr(n),
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr, VfsError> {
+        self.attr(&self.resolve(ino)?)
+    }
+
+    /// The directory containing `ino` (the root is its own parent).
+    pub fn parent(&self, ino: u64) -> Result<u64, VfsError> {
+        match self.resolve(ino)? {
+            Node::Root | Node::Latest(_) => Ok(inode::ROOT),
+            Node::Entry(n) if n.dfs == 0 => Ok(inode::ROOT),
+            Node::Entry(n) => {
+                inode::encode(n.snap.ordinal(), n.parent_dfs).ok_or(VfsError::NotFound)
+            }
+        }
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, VfsError> {
+        match name {
+            b"." => return self.getattr(parent),
+            b".." => return self.getattr(self.parent(parent)?),
+            _ => {}
+        }
+        match self.resolve(parent)? {
+            Node::Root if name == b"latest" => {
+                self.attr(&Node::Latest(self.latest().ok_or(VfsError::NotFound)?))
+            }
+            Node::Root => {
+                let snap = self.snapshot_named(name).ok_or(VfsError::NotFound)?;
+                self.entry_attr(&EntryNode {
+                    snap,
+                    dfs: 0,
+                    place: None,
+                    parent_dfs: 0,
+                })
+            }
+            Node::Latest(_) => Err(VfsError::NotDirectory),
+            Node::Entry(dir) => {
+                let tree = self.repo.tree(dir_tree(dir.entry())?)?;
+                let i = tree.find(name).ok_or(VfsError::NotFound)?;
+                let dfs = dir.dfs + tree.dfs_offsets[i];
+                self.entry_attr(&EntryNode {
+                    snap: dir.snap.clone(),
+                    dfs,
+                    place: Some((tree, i)),
+                    parent_dfs: dir.dfs,
+                })
+            }
+        }
+    }
+
+    /// Lists directory `ino` from `offset` (0 = start; `.` and `..` are 0 and 1, then entry i is 2 + i), calling
+    /// `add` until it returns true (reply buffer full).
+    pub fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+        add: &mut dyn FnMut(DirItem) -> bool,
+    ) -> Result<(), VfsError> {
+        let node = self.resolve(ino)?;
+        let tree = match &node {
+            Node::Latest(_) => return Err(VfsError::NotDirectory),
+            Node::Entry(dir) => Some(self.repo.tree(dir_tree(dir.entry())?)?),
+            Node::Root => None,
+        };
+        let dots = [(&b"."[..], ino), (&b".."[..], self.parent(ino)?)];
+        for (k, (name, ino)) in dots.into_iter().enumerate().skip(offset as usize) {
+            if add(DirItem {
+                name: name.to_vec(),
+                ino,
+                kind: EntryKind::Dir,
+                next_offset: k as u64 + 1,
+            }) {
+                return Ok(());
+            }
+        }
+        let first = (offset as usize).saturating_sub(2);
+        match (node, tree) {
+            (Node::Entry(dir), Some(tree)) => {
+                // Only the part of a large directory that the reply asks for is turned into items.
+                for (i, e) in tree.entries.iter().enumerate().skip(first) {
+                    let dfs = dir.dfs + tree.dfs_offsets[i];
+                    let child = EntryNode {
+                        snap: dir.snap.clone(),
+                        dfs,
+                        place: Some((tree.clone(), i)),
+                        parent_dfs: dir.dfs,
+                    };
+                    let item = DirItem {
+                        name: e.name.clone(),
+                        ino: self.listing_ino(&child)?,
+                        kind: e.kind,
+                        next_offset: 3 + i as u64,
+                    };
+                    if add(item) {
+                        break;
+                    }
+                }
+            }
+            _ => {
+                let mut items: Vec<(Vec<u8>, u64, EntryKind)> = Vec::new();
+                for s in self.snapshots() {
+                    let ino = inode::encode(s.ordinal(), 0).ok_or(VfsError::NotFound)?;
+                    items.push((s.name.as_bytes().to_vec(), ino, EntryKind::Dir));
+                }
+                if self.latest().is_some() {
+                    items.push((b"latest".to_vec(), inode::LATEST, EntryKind::Symlink));
+                }
+                for (i, (name, ino, kind)) in items.into_iter().enumerate().skip(first) {
+                    if add(DirItem {
+                        name,
+                        ino,
+                        kind,
+                        next_offset: 3 + i as u64,
+                    }) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Inode number without the link count (which may cost a tree read); for listings.
+    fn listing_ino(&self, node: &EntryNode) -> Result<u64, VfsError> {
+        let e = node.entry();
+        let dfs = if e.is_hardlinked() {
+            node.snap
+                .link_table(&self.repo)?
+                .get(e.source_ino)
+                .map_or(node.dfs, |l| l.dfs)
+        } else {
+            node.dfs
+        };
+        inode::encode(node.snap.ordinal(), dfs).ok_or(VfsError::NotFound)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, VfsError> {
+        match self.resolve(ino)? {
+            Node::Latest(s) => Ok(s.name.as_bytes().to_vec()),
+            Node::Entry(n) => match &n.entry().payload {
+                Payload::Symlink { target } => Ok(target.clone()),
+                _ => Err(VfsError::NotSymlink),
+            },
+            Node::Root => Err(VfsError::NotSymlink),
+        }
+    }
+
+    /// Extended attribute names, NUL-terminated and concatenated as listxattr(2) returns them.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>, VfsError> {
+        let mut out = Vec::new();
+        if let Node::Entry(n) = self.resolve(ino)? {
+            for (name, _) in &n.entry().xattrs {
+                out.extend_from_slice(name);
+                out.push(0);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, VfsError> {
+        match self.resolve(ino)? {
+            Node::Entry(n) => n
+                .entry()
+                .xattrs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .ok_or(VfsError::NoXattr),
+            _ => Err(VfsError::NoXattr),
+        }
+    }
+
+    pub(super) fn file_entry(&self, ino: u64) -> Result<Entry, VfsError> {
+        match self.resolve(ino)? {
+            Node::Entry(n) if n.entry().kind == EntryKind::File => Ok(n.entry().clone()),
+            Node::Entry(n) if n.entry().kind == EntryKind::Dir => Err(VfsError::IsDirectory),
+            Node::Root => Err(VfsError::IsDirectory),
+            _ => Err(VfsError::NotFound),
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The foundation end to end: back up the fixture tree, mount it through the kernel, and compare everything.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+
+#[test]
+fn mounted_snapshot_equals_source_and_cp_a_restores_it() {
+    let t = TempDir::new("roundtrip");
+    let src = t.join("src");
+    gen_tree(&src, "1");
+    let repo = t.join("repo");
+    init_repo(&repo);
+    backup(&repo, "alice", &src, Some("2026-11-20T03:00:00Z"));
+    let m = Mount::new(&repo, "alice", &t.join("mnt"));
+    let expected = describe(&src);
+    assert_same_tree(&expected, &describe(&m.path.join("2026-11-20")));
+    assert_same_tree(
+        &expected,
+        &describe(&std::fs::canonicalize(m.path.join("latest")).unwrap()),
+    );
+
+    let restored = t.join("restored");
+    fs::create_dir(&restored).unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(m.path.join("latest/."))
+        .arg(&restored)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_same_tree(&expected, &describe(&restored));
+}
+
+#[test]
+fn inode_numbers_survive_remount_and_follow_hardlinks() {
+    let t = TempDir::new("inodes");
+    let src = t.join("src");
+    gen_tree(&src, "2");
+    let repo = t.join("repo");
+    init_repo(&repo);
+    backup(&repo, "default", &src, Some("2026-11-20T03:00:00Z"));
+    let mnt = t.join("mnt");
+    let mut m = Mount::new(&repo, "default", &mnt);
+    let before = inode_map(&mnt.join("2026-11-20"));
+    assert!(m.stop().success(), "daemon did not exit cleanly on SIGTERM");
+    let m = Mount::new(&repo, "default", &mnt);
+    let after = inode_map(&m.path.join("2026-11-20"));
+    assert_eq!(before, after, "inode numbers changed across a remount");
+
+    // Paths share an inode exactly when they are hardlinks in the source, with the right link count.
+    let source = inode_map(&src);
+    let group_of = |map: &[(std::path::PathBuf, u64, u64)]| {
+        let mut groups: HashMap<u64, Vec<std::path::PathBuf>> = HashMap::new();
+        for (p, ino, _) in map {
+            groups.entry(*ino).or_default().push(p.clone());
+        }
+        let mut g: Vec<Vec<_>> = groups.into_values().filter(|v| v.len() > 1).collect();
+        g.iter_mut().for_each(|v| v.sort());
+        g.sort();
+        g
+    };
+    let linked = group_of(&source);
+    assert!(!linked.is_empty(), "the fixture has hardlinks");
+    assert_eq!(linked, group_of(&after));
+    for (path, _, nlink) in after
+        .iter()
+        .filter(|(p, ..)| linked.iter().any(|g| g.contains(p)))
+    {
+        let group = linked.iter().find(|g| g.contains(path)).unwrap();
+        assert_eq!(*nlink, group.len() as u64, "{}", path.display());
+    }
+}
+
+fn assert_erofs(what: &str, r: std::io::Result<()>) {
+    match r {
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{what}: {e}"),
+        Ok(()) => panic!("{what} succeeded on a read-only mount"),
+    }
+}
+
+#[test]
+fn every_write_fails_with_erofs() {
+    let t = TempDir::new("erofs");
+    let src = t.join("src");
+    gen_tree(&src, "3");
+    let repo = t.join("repo");
+    init_repo(&repo);
+    backup(&repo, "default", &src, None);
+    let m = Mount::new(&repo, "default", &t.join("mnt"));
+    let snap = m.path.join("latest");
+    let file = snap.join("www/index.php");
+    assert!(file.exists());
+    assert_erofs("create", fs::File::create(snap.join("new.txt")).map(drop));
+    assert_erofs(
+        "open for writing",
+        fs::OpenOptions::new().write(true).open(&file).map(drop),
+    );
+    assert_erofs("mkdir", fs::create_dir(snap.join("newdir")));
+    assert_erofs("rename", fs::rename(&file, snap.join("www/moved.php")));
+    assert_erofs("unlink", fs::remove_file(&file));
+    assert_erofs("rmdir", fs::remove_dir(snap.join("emptydir")));
+    assert_erofs(
+        "chmod",
+        fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o777)),
+    );
+    assert_erofs(
+        "symlink",
+        std::os::unix::fs::symlink("x", snap.join("link")),
+    );
+    assert_erofs("hardlink", fs::hard_link(&file, snap.join("www/hard.php")));
+    assert_erofs("mkdir at root", fs::create_dir(m.path.join("2099-01-01")));
+    let c = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+    // SAFETY: valid C strings and a 1-byte value.
+    let rc = unsafe { libc::setxattr(c.as_ptr(), c"user.x".as_ptr(), b"1".as_ptr().cast(), 1, 0) };
+    assert_eq!(rc, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EROFS),
+        "setxattr"
+    );
+}
+
+#[test]
+fn dated_names_latest_and_contents_across_daily_backups() {
+    let t = TempDir::new("daily");
+    let src = t.join("src");
+    gen_tree(&src, "4");
+    let repo = t.join("repo");
+    init_repo(&repo);
+    let times = [
+        "2026-11-18T03:00:00Z",
+        "2026-11-19T03:00:00Z",
+        "2026-11-19T15:30:05Z",
+        "2026-11-20T03:00:00Z",
+    ];
+    let mut expected = Vec::new();
+    for (day, time) in times.iter().enumerate() {
+        if day > 0 {
+            mutate(&src, "4", day as u32);
+        }
+        let summary = backup(&repo, "alice", &src, Some(time));
+        assert_eq!(summary["warnings"], 0);
+        expected.push(describe(&src));
+    }
+    // Incremental: the last backup read only what changed.
+    let last = backup(&repo, "alice", &src, Some("2026-11-21T03:00:00Z"));
+    assert_eq!(
+        last["bytes_read"], 0,
+        "a no-change backup read file contents"
+    );
+    let m = Mount::new(&repo, "alice", &t.join("mnt"));
+    let mut names: Vec<String> = fs::read_dir(&m.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "2026-11-18",
+            "2026-11-19",
+            "2026-11-19_153005",
+            "2026-11-20",
+            "2026-11-21",
+            "latest"
+        ]
+    );
+    assert_eq!(
+        fs::read_link(m.path.join("latest")).unwrap().to_str(),
+        Some("2026-11-21")
+    );
+    for (name, want) in [
+        "2026-11-18",
+        "2026-11-19",
+        "2026-11-19_153005",
+        "2026-11-20",
+    ]
+    .iter()
+    .zip(&expected)
+    {
+        assert_same_tree(want, &describe(&m.path.join(name)));
+    }
+}
+
+#[test]
+fn names_follow_the_mounts_time_zone() {
+    let t = TempDir::new("tz");
+    let src = t.join("src");
+    gen_tree(&src, "5");
+    let repo = t.join("repo");
+    init_repo(&repo);
+    backup(&repo, "default", &src, Some("2026-11-20T20:00:00Z"));
+    // POSIX TZ "XST-9" is UTC+9: 20:00 UTC is already the 21st there.
+    let m = Mount::with(&repo, "default", &t.join("mnt"), &[], &[("TZ", "XST-9")]);
+    assert_eq!(
+        fs::read_link(m.path.join("latest")).unwrap().to_str(),
+        Some("2026-11-21")
+    );
+}
+
+#[test]
+fn a_snapshot_taken_during_a_mount_appears_within_five_seconds() {
+    let t = TempDir::new("live");
+    let src = t.join("src");
+    gen_tree(&src, "6");
+    let repo = t.join("repo");
+    init_repo(&repo);
+    backup(&repo, "default", &src, Some("2026-11-19T03:00:00Z"));
+    let m = Mount::new(&repo, "default", &t.join("mnt"));
+    assert_eq!(
+        fs::read_link(m.path.join("latest")).unwrap().to_str(),
+        Some("2026-11-19")
+    );
+    mutate(&src, "6", 1);
+    backup(&repo, "default", &src, Some("2026-11-20T03:00:00Z"));
+    let started = std::time::Instant::now();
+    while !m.path.join("2026-11-20").exists() {
+        assert!(
+            started.elapsed().as_secs_f64() < 5.0,
+            "new snapshot not visible after 5 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    while fs::read_link(m.path.join("latest")).unwrap().to_str() != Some("2026-11-20") {
+        assert!(
+            started.elapsed().as_secs_f64() < 5.0,
+            "latest did not move within 5 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_same_tree(
+        &describe(&src),
+        &describe(&std::fs::canonicalize(m.path.join("latest")).unwrap()),
+    );
+    // The mount held no lock that kept the backup from running beside it (it just did), and a stat of the
+    // snapshot root is cheap and stable.
+    assert_eq!(
+        fs::metadata(m.path.join("2026-11-20")).unwrap().ino(),
+        fs::metadata(m.path.join("latest/")).unwrap().ino()
+    );
+}
