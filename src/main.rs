@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use backupfs::backup::{backup, BackupOptions};
 use backupfs::fuse::{serve, MountOptions};
 use backupfs::repo::{CacheSizes, Repository};
-use backupfs::vfs::{naming, Vfs};
+use backupfs::vfs::{naming, Scope, Vfs};
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
@@ -70,8 +70,9 @@ enum Command {
     Mount {
         #[command(flatten)]
         repo: RepoArg,
-        #[arg(long, default_value = "default")]
-        account: String,
+        /// Show only this account's snapshots at the root; without it, one directory per account.
+        #[arg(long)]
+        account: Option<String>,
         /// Let other users (subject to file permissions) use the mount.
         #[arg(long)]
         allow_other: bool,
@@ -176,7 +177,8 @@ fn run(cli: Cli) -> Result<i32> {
             }
             let fsname = format!("backupfs:{}", repo.repo.display());
             let repo = Arc::new(open(&repo)?);
-            let vfs = Arc::new(Vfs::new(repo, &account, (meta.uid(), meta.gid()))?);
+            let scope = account.map_or(Scope::All, Scope::Account);
+            let vfs = Arc::new(Vfs::new(repo, scope, (meta.uid(), meta.gid()))?);
             serve(
                 vfs,
                 &mountpoint,

@@ -244,3 +244,69 @@ fn a_snapshot_taken_during_a_mount_appears_within_five_seconds() {
         fs::metadata(m.path.join("latest/")).unwrap().ino()
     );
 }
+
+#[test]
+fn a_mount_without_account_shows_every_account_and_one_account_mounts_show_only_theirs() {
+    let t = TempDir::new("accounts");
+    let (alice, bob) = (t.join("alice"), t.join("bob"));
+    gen_tree(&alice, "9");
+    gen_tree(&bob, "10");
+    let repo = t.join("repo");
+    init_repo(&repo);
+    backup(&repo, "alice", &alice, Some("2026-11-20T03:00:00Z"));
+    backup(&repo, "bob", &bob, Some("2026-11-19T03:00:00Z"));
+    backup(&repo, "bob", &bob, Some("2026-11-20T03:00:00Z"));
+
+    let mnt = t.join("all");
+    fs::create_dir(&mnt).unwrap();
+    let mut child = bin()
+        .arg("mount")
+        .arg("--repo")
+        .arg(&repo)
+        .arg(&mnt)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !is_mounted(&mnt) {
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "all-accounts mount did not come up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let list = |p: &std::path::Path| {
+        let mut v: Vec<String> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let result = std::panic::catch_unwind(|| {
+        assert_eq!(list(&mnt), ["alice", "bob"]);
+        assert_eq!(
+            list(&mnt.join("bob")),
+            ["2026-11-19", "2026-11-20", "latest"]
+        );
+        assert_eq!(
+            fs::read_link(mnt.join("alice/latest")).unwrap().to_str(),
+            Some("2026-11-20")
+        );
+        assert_same_tree(&describe(&alice), &describe(&mnt.join("alice/2026-11-20")));
+        assert_same_tree(&describe(&bob), &describe(&mnt.join("bob/2026-11-20")));
+        let (a, b) = (
+            fs::metadata(mnt.join("alice")).unwrap().ino(),
+            fs::metadata(mnt.join("bob")).unwrap().ino(),
+        );
+        assert_ne!(a, b);
+    });
+    // SAFETY: signalling the daemon this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    result.unwrap();
+
+    // A one-account mount shows nothing of the other account.
+    let m = Mount::new(&repo, "alice", &t.join("alice-mnt"));
+    assert_eq!(list(&m.path), ["2026-11-20", "latest"]);
+    assert!(!m.path.join("bob").exists());
+}

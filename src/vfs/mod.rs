@@ -14,6 +14,7 @@ use crate::format::links::LinkTable;
 use crate::format::manifest::Manifest;
 use crate::format::tree::Timestamp;
 use crate::format::SnapshotId;
+use crate::index::CatalogEntry;
 use crate::repo::{RepoError, Repository};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -39,6 +40,8 @@ pub struct SnapInfo {
     pub id: SnapshotId,
     pub name: String,
     pub manifest: Manifest,
+    /// Inode of the directory listing this snapshot (the mount root, or its account's directory).
+    pub listing: u64,
     links: OnceLock<Arc<LinkTable>>,
 }
 
@@ -64,27 +67,47 @@ impl SnapInfo {
     }
 }
 
+/// One account's snapshot directories and `latest`: the mount root of a one-account mount, or an account's
+/// directory in a mount of all accounts.
+pub struct Listing {
+    pub account: String,
+    pub ino: u64,
+    pub latest_ino: u64,
+    by_name: BTreeMap<String, Arc<SnapInfo>>,
+    latest: Option<Arc<SnapInfo>>,
+}
+
 #[derive(Default)]
 struct Catalog {
-    by_name: BTreeMap<String, Arc<SnapInfo>>,
+    listings: BTreeMap<String, Arc<Listing>>,
+    by_ino: HashMap<u64, Arc<Listing>>,
     by_ordinal: HashMap<u64, Arc<SnapInfo>>,
-    latest: Option<Arc<SnapInfo>>,
+}
+
+/// Which snapshots a mount shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// One account's snapshots at the root.
+    Account(String),
+    /// A directory per account at the root.
+    All,
 }
 
 pub struct Vfs {
     repo: Arc<Repository>,
-    account: String,
+    scope: Scope,
     catalog: RwLock<Catalog>,
     names: Mutex<HashMap<u64, String>>,
-    /// Owner of the mount root and `latest`: the owner of the mount point, so a user owns their backup view.
+    /// Owner of the mount root, account directories and `latest`: the owner of the mount point, so that a user
+    /// owns their backup view.
     owner: (u32, u32),
 }
 
 impl Vfs {
-    pub fn new(repo: Arc<Repository>, account: &str, owner: (u32, u32)) -> Result<Self, VfsError> {
+    pub fn new(repo: Arc<Repository>, scope: Scope, owner: (u32, u32)) -> Result<Self, VfsError> {
         let vfs = Self {
             repo,
-            account: account.to_string(),
+            scope,
             catalog: RwLock::new(Catalog::default()),
             names: Mutex::new(HashMap::new()),
             owner,
@@ -97,6 +120,10 @@ impl Vfs {
         &self.repo
     }
 
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
     /// Follows other processes' commits and reloads the catalog. Returns whether the snapshot list changed.
     pub fn refresh(&self) -> Result<bool, VfsError> {
         self.repo.refresh()?;
@@ -104,52 +131,107 @@ impl Vfs {
     }
 
     fn reload(&self) -> Result<bool, VfsError> {
-        let entries = self.repo.snapshots(Some(&self.account))?;
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        let times: Vec<(u64, Timestamp)> = entries
-            .iter()
-            .map(|e| (e.manifest.ordinal, e.manifest.time))
-            .collect();
-        naming::assign(&times, &mut names);
-        let old = self.catalog.read().unwrap_or_else(|p| p.into_inner());
-        let unchanged = old.by_ordinal.len() == entries.len()
-            && entries.iter().all(|e| {
-                old.by_ordinal
-                    .get(&e.manifest.ordinal)
-                    .is_some_and(|s| s.id == e.id)
-            });
-        drop(old);
-        if unchanged {
-            return Ok(false);
+        let account = match &self.scope {
+            Scope::Account(a) => Some(a.as_str()),
+            Scope::All => None,
+        };
+        let entries = self.repo.snapshots(account)?;
+        {
+            let old = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+            let unchanged = old.by_ordinal.len() == entries.len()
+                && entries.iter().all(|e| {
+                    old.by_ordinal
+                        .get(&e.manifest.ordinal)
+                        .is_some_and(|s| s.id == e.id)
+                });
+            if unchanged {
+                return Ok(false);
+            }
         }
-        let mut catalog = Catalog::default();
-        let old = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        let mut by_account: BTreeMap<String, Vec<CatalogEntry>> = BTreeMap::new();
         for e in entries {
-            let ordinal = e.manifest.ordinal;
-            let info = match old.by_ordinal.get(&ordinal) {
-                Some(s) if s.id == e.id => s.clone(),
-                _ => Arc::new(SnapInfo {
-                    id: e.id,
-                    name: names[&ordinal].clone(),
-                    manifest: e.manifest,
-                    links: OnceLock::new(),
-                }),
-            };
-            catalog.by_name.insert(info.name.clone(), info.clone());
-            catalog.by_ordinal.insert(ordinal, info.clone());
-            catalog.latest = Some(info);
+            by_account
+                .entry(e.manifest.account.clone())
+                .or_default()
+                .push(e);
         }
-        drop(old);
+        if let Scope::Account(a) = &self.scope {
+            by_account.entry(a.clone()).or_default();
+        }
+        let catalog = self.build_catalog(by_account);
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
         Ok(true)
     }
 
-    /// The snapshots shown at the root, by name.
-    pub fn snapshots(&self) -> Vec<Arc<SnapInfo>> {
+    fn build_catalog(&self, by_account: BTreeMap<String, Vec<CatalogEntry>>) -> Catalog {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        let mut catalog = Catalog::default();
+        for (account, entries) in by_account {
+            let ino = match self.scope {
+                Scope::Account(_) => inode::ROOT,
+                Scope::All => (0..)
+                    .map(|probe| inode::account_dir(&account, probe))
+                    .find(|i| !catalog.by_ino.contains_key(i))
+                    .unwrap_or(0),
+            };
+            let latest_ino = if ino == inode::ROOT {
+                inode::LATEST
+            } else {
+                ino + 1
+            };
+            let times: Vec<(u64, Timestamp)> = entries
+                .iter()
+                .map(|e| (e.manifest.ordinal, e.manifest.time))
+                .collect();
+            naming::assign(&times, &mut names);
+            let mut listing = Listing {
+                account: account.clone(),
+                ino,
+                latest_ino,
+                by_name: BTreeMap::new(),
+                latest: None,
+            };
+            for e in entries {
+                let ordinal = e.manifest.ordinal;
+                let info = match old.by_ordinal.get(&ordinal) {
+                    Some(s) if s.id == e.id => s.clone(),
+                    _ => Arc::new(SnapInfo {
+                        id: e.id,
+                        name: names[&ordinal].clone(),
+                        manifest: e.manifest,
+                        listing: ino,
+                        links: OnceLock::new(),
+                    }),
+                };
+                listing.by_name.insert(info.name.clone(), info.clone());
+                catalog.by_ordinal.insert(ordinal, info.clone());
+                listing.latest = Some(info);
+            }
+            let listing = Arc::new(listing);
+            catalog.by_ino.insert(ino, listing.clone());
+            catalog.by_ino.insert(latest_ino, listing.clone());
+            catalog.listings.insert(account, listing);
+        }
+        catalog
+    }
+
+    /// The listing whose directory or `latest` has inode `ino`.
+    fn listing(&self, ino: u64) -> Option<Arc<Listing>> {
         self.catalog
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .by_name
+            .by_ino
+            .get(&ino)
+            .cloned()
+    }
+
+    /// The account directories of a mount of all accounts.
+    fn listings(&self) -> Vec<Arc<Listing>> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .listings
             .values()
             .cloned()
             .collect()
@@ -163,22 +245,14 @@ impl Vfs {
             .get(&ordinal)
             .cloned()
     }
+}
 
-    fn snapshot_named(&self, name: &[u8]) -> Option<Arc<SnapInfo>> {
-        let name = std::str::from_utf8(name).ok()?;
-        self.catalog
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_name
-            .get(name)
-            .cloned()
+impl Listing {
+    pub fn snapshots(&self) -> impl Iterator<Item = &Arc<SnapInfo>> {
+        self.by_name.values()
     }
 
-    fn latest(&self) -> Option<Arc<SnapInfo>> {
-        self.catalog
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .latest
-            .clone()
+    fn named(&self, name: &[u8]) -> Option<Arc<SnapInfo>> {
+        self.by_name.get(std::str::from_utf8(name).ok()?).cloned()
     }
 }

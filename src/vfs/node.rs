@@ -1,7 +1,7 @@
 //! Resolving inode numbers to entries, and the metadata operations on them.
 
 use super::inode::{self, Ino};
-use super::{SnapInfo, Vfs, VfsError};
+use super::{Listing, Scope, SnapInfo, Vfs, VfsError};
 use crate::format::tree::{Entry, EntryKind, Payload, Timestamp, Tree};
 use crate::format::TreeId;
 use std::sync::Arc;
@@ -31,8 +31,11 @@ pub struct DirItem {
 }
 
 pub(super) enum Node {
-    Root,
-    Latest(Arc<SnapInfo>),
+    /// The root of a mount of all accounts.
+    Accounts,
+    /// An account's snapshot directories (the root of a one-account mount).
+    Listing(Arc<Listing>),
+    Latest(Arc<Listing>),
     Entry(EntryNode),
 }
 
@@ -63,8 +66,17 @@ fn dir_tree(e: &Entry) -> Result<TreeId, VfsError> {
 impl Vfs {
     pub(super) fn resolve(&self, ino: u64) -> Result<Node, VfsError> {
         match inode::decode(ino) {
-            Ino::Root => Ok(Node::Root),
-            Ino::Latest => self.latest().map(Node::Latest).ok_or(VfsError::NotFound),
+            Ino::Root if self.scope == Scope::All => Ok(Node::Accounts),
+            Ino::Root | Ino::Latest | Ino::Account(_) => {
+                let listing = self.listing(ino).ok_or(VfsError::NotFound)?;
+                if ino == listing.ino {
+                    Ok(Node::Listing(listing))
+                } else if listing.latest.is_some() {
+                    Ok(Node::Latest(listing))
+                } else {
+                    Err(VfsError::NotFound)
+                }
+            }
             Ino::Entry { ordinal, dfs } => {
                 let snap = self.snapshot(ordinal).ok_or(VfsError::NotFound)?;
                 self.resolve_in(snap, dfs, &mut |_| {}).map(Node::Entry)
@@ -121,7 +133,10 @@ impl Vfs {
         let Some(snap) = self.snapshot(ordinal) else {
             return format!("inode {ino}");
         };
-        let mut path = snap.name.clone();
+        let mut path = match self.scope {
+            Scope::All => format!("{}/{}", snap.manifest.account, snap.name),
+            Scope::Account(_) => snap.name.clone(),
+        };
         let _ = self.resolve_in(snap, dfs, &mut |name| {
             path.push('/');
             path.push_str(&String::from_utf8_lossy(name));
@@ -166,8 +181,15 @@ impl Vfs {
         })
     }
 
-    fn synthetic_attr(&self, ino: u64, kind: EntryKind, size: u64, nlink: u32) -> Attr {
-        let time = self.latest().map(|s| s.manifest.time).unwrap_or_default();
+    fn synthetic_attr(
+        &self,
+        ino: u64,
+        kind: EntryKind,
+        size: u64,
+        nlink: u32,
+        latest: Option<&SnapInfo>,
+    ) -> Attr {
+        let time = latest.map(|s| s.manifest.time).unwrap_or_default();
         let perm = if kind == EntryKind::Dir { 0o555 } else { 0o777 };
         let (uid, gid) = self.owner;
         Attr {
@@ -187,14 +209,23 @@ impl Vfs {
 
     fn attr(&self, node: &Node) -> Result<Attr, VfsError> {
         match node {
-            Node::Root => Ok(self.synthetic_attr(
-                inode::ROOT,
-                EntryKind::Dir,
-                0,
-                2 + self.snapshots().len() as u32,
-            )),
-            Node::Latest(s) => {
-                Ok(self.synthetic_attr(inode::LATEST, EntryKind::Symlink, s.name.len() as u64, 1))
+            Node::Accounts => {
+                let listings = self.listings();
+                let newest = listings
+                    .iter()
+                    .filter_map(|l| l.latest.clone())
+                    .max_by_key(|s| (s.manifest.time.sec, s.manifest.time.nsec));
+                let nlink = 2 + listings.len() as u32;
+                Ok(self.synthetic_attr(inode::ROOT, EntryKind::Dir, 0, nlink, newest.as_deref()))
+            }
+            Node::Listing(l) => {
+                let nlink = 2 + l.snapshots().count() as u32;
+                Ok(self.synthetic_attr(l.ino, EntryKind::Dir, 0, nlink, l.latest.as_deref()))
+            }
+            Node::Latest(l) => {
+                let s = l.latest.as_deref().ok_or(VfsError::NotFound)?;
+                let size = s.name.len() as u64;
+                Ok(self.synthetic_attr(l.latest_ino, EntryKind::Symlink, size, 1, Some(s)))
             }
             Node::Entry(n) => self.entry_attr(n),
         }
@@ -207,8 +238,9 @@ impl Vfs {
     /// The directory containing `ino` (the root is its own parent).
     pub fn parent(&self, ino: u64) -> Result<u64, VfsError> {
         match self.resolve(ino)? {
-            Node::Root | Node::Latest(_) => Ok(inode::ROOT),
-            Node::Entry(n) if n.dfs == 0 => Ok(inode::ROOT),
+            Node::Accounts | Node::Listing(_) => Ok(inode::ROOT),
+            Node::Latest(l) => Ok(l.ino),
+            Node::Entry(n) if n.dfs == 0 => Ok(n.snap.listing),
             Node::Entry(n) => {
                 inode::encode(n.snap.ordinal(), n.parent_dfs).ok_or(VfsError::NotFound)
             }
@@ -222,11 +254,16 @@ impl Vfs {
             _ => {}
         }
         match self.resolve(parent)? {
-            Node::Root if name == b"latest" => {
-                self.attr(&Node::Latest(self.latest().ok_or(VfsError::NotFound)?))
+            Node::Accounts => {
+                let account = std::str::from_utf8(name).map_err(|_| VfsError::NotFound)?;
+                let listing = self.listings().into_iter().find(|l| l.account == account);
+                self.attr(&Node::Listing(listing.ok_or(VfsError::NotFound)?))
             }
-            Node::Root => {
-                let snap = self.snapshot_named(name).ok_or(VfsError::NotFound)?;
+            Node::Listing(l) if name == b"latest" && l.latest.is_some() => {
+                self.attr(&Node::Latest(l))
+            }
+            Node::Listing(l) => {
+                let snap = l.named(name).ok_or(VfsError::NotFound)?;
                 self.entry_attr(&EntryNode {
                     snap,
                     dfs: 0,
@@ -261,7 +298,7 @@ impl Vfs {
         let tree = match &node {
             Node::Latest(_) => return Err(VfsError::NotDirectory),
             Node::Entry(dir) => Some(self.repo.tree(dir_tree(dir.entry())?)?),
-            Node::Root => None,
+            Node::Accounts | Node::Listing(_) => None,
         };
         let dots = [(&b"."[..], ino), (&b".."[..], self.parent(ino)?)];
         for (k, (name, ino)) in dots.into_iter().enumerate().skip(offset as usize) {
@@ -297,14 +334,20 @@ impl Vfs {
                     }
                 }
             }
-            _ => {
+            (node, _) => {
                 let mut items: Vec<(Vec<u8>, u64, EntryKind)> = Vec::new();
-                for s in self.snapshots() {
-                    let ino = inode::encode(s.ordinal(), 0).ok_or(VfsError::NotFound)?;
-                    items.push((s.name.as_bytes().to_vec(), ino, EntryKind::Dir));
-                }
-                if self.latest().is_some() {
-                    items.push((b"latest".to_vec(), inode::LATEST, EntryKind::Symlink));
+                if let Node::Listing(l) = &node {
+                    for s in l.snapshots() {
+                        let ino = inode::encode(s.ordinal(), 0).ok_or(VfsError::NotFound)?;
+                        items.push((s.name.as_bytes().to_vec(), ino, EntryKind::Dir));
+                    }
+                    if l.latest.is_some() {
+                        items.push((b"latest".to_vec(), l.latest_ino, EntryKind::Symlink));
+                    }
+                } else {
+                    for l in self.listings() {
+                        items.push((l.account.as_bytes().to_vec(), l.ino, EntryKind::Dir));
+                    }
                 }
                 for (i, (name, ino, kind)) in items.into_iter().enumerate().skip(first) {
                     if add(DirItem {
@@ -337,12 +380,15 @@ impl Vfs {
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, VfsError> {
         match self.resolve(ino)? {
-            Node::Latest(s) => Ok(s.name.as_bytes().to_vec()),
+            Node::Latest(l) => {
+                let latest = l.latest.as_ref().ok_or(VfsError::NotFound)?;
+                Ok(latest.name.as_bytes().to_vec())
+            }
             Node::Entry(n) => match &n.entry().payload {
                 Payload::Symlink { target } => Ok(target.clone()),
                 _ => Err(VfsError::NotSymlink),
             },
-            Node::Root => Err(VfsError::NotSymlink),
+            Node::Accounts | Node::Listing(_) => Err(VfsError::NotSymlink),
         }
     }
 
@@ -375,7 +421,7 @@ impl Vfs {
         match self.resolve(ino)? {
             Node::Entry(n) if n.entry().kind == EntryKind::File => Ok(n.entry().clone()),
             Node::Entry(n) if n.entry().kind == EntryKind::Dir => Err(VfsError::IsDirectory),
-            Node::Root => Err(VfsError::IsDirectory),
+            Node::Accounts | Node::Listing(_) => Err(VfsError::IsDirectory),
             _ => Err(VfsError::NotFound),
         }
     }
