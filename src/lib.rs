@@ -23,8 +23,11 @@
 pub mod backend;
 pub mod backup;
 pub mod cache;
+pub mod check;
 pub mod format;
 pub mod fuse;
 pub mod index;
+pub mod prune;
+pub mod repair;
 pub mod repo;
 pub mod vfs;

@@ -131,6 +131,17 @@ impl Backend for LocalBackend {
         fsync_dir(dir).map_err(|e| BackendError::io(dir, e))
     }
 
+    fn remove(&self, obj: Object) -> Result<(), BackendError> {
+        let path = self.path(obj);
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&obj);
+        fs::remove_file(&path).map_err(|e| BackendError::io(&path, e))?;
+        let dir = path.parent().expect("object keys have a directory");
+        fsync_dir(dir).map_err(|e| BackendError::io(dir, e))
+    }
+
     fn list_packs(&self) -> Result<Vec<PackId>, BackendError> {
         let mut ids = Vec::new();
         for sub in self.list_dir(&self.root.join("packs"))? {

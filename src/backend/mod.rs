@@ -64,6 +64,8 @@ pub trait Backend: Send + Sync {
     fn write_new(&self, obj: Object, bytes: &[u8]) -> Result<(), BackendError>;
     fn list_packs(&self) -> Result<Vec<PackId>, BackendError>;
     fn list_manifests(&self) -> Result<Vec<SnapshotId>, BackendError>;
+    /// Deletes an object (prune only). The deletion is durable when this returns.
+    fn remove(&self, obj: Object) -> Result<(), BackendError>;
     /// Removes what crashed writers left behind (temporary files no live process holds).
     fn clean_leftovers(&self) -> Result<usize, BackendError>;
 }

@@ -111,6 +111,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupSummary, 
             tracing::info!("removed {n} temporary files left by interrupted writers");
         }
     }
+    // Held for the whole run: a prune waits for it before deleting packs this backup may still reference.
+    let _marker = repo.backup_marker()?;
     let time = opts.time.unwrap_or_else(now);
     let previous = previous_root(repo, &opts.account, &source)?;
     let estimate = previous.as_ref().map(|(_, bytes)| *bytes);
@@ -139,13 +141,14 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupSummary, 
                     links_id,
                     std::mem::take(&mut walker.stats),
                     std::mem::take(&mut walker.warnings),
+                    std::mem::take(&mut walker.sink.existing),
                 ))
             });
         result
         // Leaving the scope drops the sink and joins the workers: only then is every blob in a packer.
     });
     let packs = shared.finish();
-    let (tree, descendants, links, mut stats, warnings) = walked?;
+    let (tree, descendants, links, mut stats, warnings, existing) = walked?;
     let packs = packs?;
     stats.dirs += 1;
     stats.added_blobs = shared.added_blobs.load(Ordering::Relaxed);
@@ -160,7 +163,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupSummary, 
         links,
         stats,
     };
-    let (snapshot, manifest) = commit_snapshot(repo, &packs, manifest)?;
+    let (snapshot, manifest) = commit_snapshot(repo, &packs, &existing, manifest)?;
     Ok(BackupSummary {
         snapshot,
         manifest,

@@ -123,6 +123,9 @@ impl<'r> Shared<'r> {
 pub struct BlobSink<'s, 'r> {
     shared: &'s Shared<'r>,
     seen: HashSet<BlobId>,
+    /// Blobs the snapshot references that were already in the repository: the commit checks that a concurrent
+    /// prune has not dropped them from the index.
+    pub existing: HashSet<BlobId>,
     tx: Sender<Job>,
 }
 
@@ -144,16 +147,21 @@ impl<'s, 'r> BlobSink<'s, 'r> {
         Self {
             shared,
             seen: HashSet::new(),
+            existing: HashSet::new(),
             tx,
         }
     }
 
     /// Stores `data` under `id` unless the repository or this backup already has it.
     pub fn put(&mut self, id: BlobId, data: Vec<u8>) -> Result<(), RepoError> {
-        if self.seen.contains(&id) || self.shared.repo.has_blob(id)? {
+        if self.seen.contains(&id) {
             return Ok(());
         }
         self.seen.insert(id);
+        if self.shared.repo.has_blob(id)? {
+            self.existing.insert(id);
+            return Ok(());
+        }
         // A send fails only if every worker died, which `finish` then reports.
         let _ = self.tx.send(Job { id, data });
         Ok(())
@@ -161,6 +169,13 @@ impl<'s, 'r> BlobSink<'s, 'r> {
 
     pub fn failed(&self) -> bool {
         self.shared.failed()
+    }
+
+    /// Records a blob the snapshot reuses without storing it (an unchanged file's chunks).
+    pub fn reuse(&mut self, id: BlobId) {
+        if self.seen.insert(id) {
+            self.existing.insert(id);
+        }
     }
 }
 

@@ -250,7 +250,14 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
             }
         }
         let extents = match unchanged.map(|p| &p.payload) {
-            Some(Payload::File { extents }) => extents.clone(),
+            Some(Payload::File { extents }) => {
+                for x in extents {
+                    if let Extent::Data { id, .. } = x {
+                        self.sink.reuse(BlobId::chunk(*id));
+                    }
+                }
+                extents.clone()
+            }
             _ => {
                 let (extents, size) = self.read_file(path, meta)?;
                 entry.size = size;

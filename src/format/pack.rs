@@ -4,7 +4,7 @@
 //! header (16 bytes)
 //!      0    8 magic "BKFSPACK"
 //!      8    4 version u32 (1)
-//!     12    4 reserved, zero
+//!     12    4 nonce: random, so that every pack written is a new object, even with the same blobs
 //! blobs: stored bytes back to back from offset 16, each zstd frame or raw plaintext
 //! trailer: entry_count entries of 52 bytes, sorted by nothing (write order)
 //!      0    1 blob kind (1 chunk, 2 tree, 3 links)
@@ -21,7 +21,9 @@
 //!     16   32 BLAKE3 of the trailer entries
 //!     48    8 magic "BKFSPEND"
 //! ```
-//! The pack id is the BLAKE3 of the whole file. The trailer alone is enough to rebuild the index entries of every
+//! The pack id is the BLAKE3 of the whole file. Thanks to the nonce, a backup that repeats the pack of a killed
+//! backup (same blobs, same order) still writes a new file instead of colliding with an orphan that a
+//! concurrent prune may be deleting. The trailer alone is enough to rebuild the index entries of every
 //! blob in the pack; its checksum catches a torn or damaged trailer.
 
 use super::codec::{Reader, Writer};
@@ -111,7 +113,7 @@ impl Default for PackBuilder {
         let mut w = Writer::with_capacity(HEADER_LEN);
         w.bytes(&magic::PACK_HEADER);
         w.u32(magic::PACK_VERSION);
-        w.u32(0);
+        w.u32(nonce());
         Self {
             buf: w.buf,
             entries: Vec::new(),
@@ -156,6 +158,26 @@ impl PackBuilder {
         buf.extend_from_slice(&w.buf);
         (PackId::of(&buf), buf, entries)
     }
+}
+
+/// Four unpredictable bytes; uniqueness is what matters, so time, process and a counter mixed by BLAKE3 do.
+fn nonce() -> u32 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut h = blake3::Hasher::new();
+    h.update(&now.as_nanos().to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    let b = h.finalize();
+    u32::from_le_bytes([
+        b.as_bytes()[0],
+        b.as_bytes()[1],
+        b.as_bytes()[2],
+        b.as_bytes()[3],
+    ])
 }
 
 fn encode_trailer(entries: &[PackEntry]) -> Vec<u8> {

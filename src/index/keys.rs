@@ -17,6 +17,16 @@ pub fn blob(id: BlobId) -> [u8; 34] {
     k
 }
 
+pub fn decode_blob_key(k: &[u8]) -> Option<BlobId> {
+    if k.len() != 34 || k[0] != b'B' {
+        return None;
+    }
+    Some(BlobId {
+        kind: crate::format::BlobKind::from_u8(k[1])?,
+        hash: k[2..].try_into().ok()?,
+    })
+}
+
 pub fn pack(id: PackId) -> [u8; 33] {
     let mut k = [0u8; 33];
     k[0] = b'P';

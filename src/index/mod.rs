@@ -147,6 +147,10 @@ impl IndexReader {
         }
     }
 
+    pub fn blobs(&self) -> Result<Vec<(BlobId, BlobLocation)>, IndexError> {
+        all_blobs(&self.db, &self.path)
+    }
+
     /// The account's snapshots in time order, or every snapshot when `account` is None.
     pub fn snapshots(&self, account: Option<&str>) -> Result<Vec<CatalogEntry>, IndexError> {
         let prefix = keys::catalog_prefix(account);
@@ -175,6 +179,24 @@ impl IndexReader {
         }
         Ok(out)
     }
+}
+
+/// Every blob entry of the index, in key order.
+fn all_blobs(db: &DB, path: &Path) -> Result<Vec<(BlobId, BlobLocation)>, IndexError> {
+    let mut out = Vec::new();
+    for item in db.iterator(IteratorMode::From(b"B", rocksdb::Direction::Forward)) {
+        let (k, v) = item.map_err(db_err(path))?;
+        if k.first() != Some(&b'B') {
+            break;
+        }
+        let entry = keys::decode_blob_key(&k).zip(keys::decode_location(&v));
+        let corrupt = || IndexError::Corrupt {
+            path: path.into(),
+            what: "bad blob entry".into(),
+        };
+        out.push(entry.ok_or_else(corrupt)?);
+    }
+    Ok(out)
 }
 
 fn secondary_dir() -> PathBuf {
@@ -279,6 +301,88 @@ impl IndexWriter {
             .get_pinned(keys::pack(id))
             .map_err(db_err(&self.path))?
             .is_some())
+    }
+
+    pub fn remove_snapshot(batch: &mut WriteBatch, id: SnapshotId, manifest: &Manifest) {
+        batch.delete(keys::catalog(manifest));
+        batch.delete(keys::ordinal(manifest.ordinal));
+        batch.delete(keys::snapshot_id(id));
+    }
+
+    pub fn remove_blob(batch: &mut WriteBatch, id: BlobId) {
+        batch.delete(keys::blob(id));
+    }
+
+    pub fn put_blob(batch: &mut WriteBatch, id: BlobId, loc: &BlobLocation) {
+        let entry = PackEntry {
+            id,
+            compression: loc.compression,
+            offset: loc.offset,
+            stored_len: loc.stored_len,
+            raw_len: loc.raw_len,
+        };
+        batch.put(keys::blob(id), keys::encode_location(loc.pack, &entry));
+    }
+
+    pub fn remove_pack(batch: &mut WriteBatch, id: PackId) {
+        batch.delete(keys::pack(id));
+    }
+
+    pub fn blob(&self, id: BlobId) -> Result<Option<BlobLocation>, IndexError> {
+        let v = self
+            .db
+            .get_pinned(keys::blob(id))
+            .map_err(db_err(&self.path))?;
+        Ok(v.as_deref().and_then(keys::decode_location))
+    }
+
+    pub fn blobs(&self) -> Result<Vec<(BlobId, BlobLocation)>, IndexError> {
+        all_blobs(&self.db, &self.path)
+    }
+
+    /// Packs the index knows, from their "P" keys.
+    pub fn packs(&self) -> Result<Vec<PackId>, IndexError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(b"P", rocksdb::Direction::Forward))
+        {
+            let (k, _) = item.map_err(db_err(&self.path))?;
+            if k.first() != Some(&b'P') {
+                break;
+            }
+            if let Ok(id) = k[1..].try_into() {
+                out.push(PackId(id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The catalog as the writer sees it (every account, time order).
+    pub fn snapshots(&self) -> Result<Vec<CatalogEntry>, IndexError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(b"S", rocksdb::Direction::Forward))
+        {
+            let (k, v) = item.map_err(db_err(&self.path))?;
+            if k.first() != Some(&b'S') {
+                break;
+            }
+            let corrupt = || IndexError::Corrupt {
+                path: self.path.clone(),
+                what: "bad catalog entry".into(),
+            };
+            out.push(keys::decode_catalog(&v).ok_or_else(corrupt)?);
+        }
+        out.sort_by_key(|e| {
+            (
+                e.manifest.time.sec,
+                e.manifest.time.nsec,
+                e.manifest.ordinal,
+            )
+        });
+        Ok(out)
     }
 
     pub fn set_next_ordinal(batch: &mut WriteBatch, next: u64) {

@@ -2,10 +2,14 @@
 //! the filesystem reach the data only through it, and every blob it returns has been checked against its id.
 
 mod commit;
+mod locks;
 mod packs;
+mod reach;
 
 pub use commit::{commit_snapshot, NewPack};
+pub use locks::{BackupMarker, ExclusiveLock};
 pub use packs::{read_manifest, read_pack_trailer, reconcile, Reconciled};
+pub use reach::mark_live;
 
 use crate::backend::{Backend, BackendError, LocalBackend, Object};
 use crate::cache::LruCache;
@@ -16,7 +20,7 @@ use crate::format::tree::Tree;
 use crate::format::{BlobId, ChunkId, FormatError, LinksId, PackId, TreeId};
 use crate::index::{CatalogEntry, IndexError, IndexReader, IndexWriter};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -34,16 +38,8 @@ pub enum RepoError {
     BlobMissing { id: BlobId },
     #[error("{id} in pack {pack}: content does not match its id")]
     BlobCorrupt { id: BlobId, pack: PackId },
-}
-
-impl RepoError {
-    /// Damage to the repository (as opposed to a name that simply does not exist).
-    pub fn is_corruption(&self) -> bool {
-        !matches!(
-            self,
-            RepoError::NotARepository { .. } | RepoError::AlreadyExists { .. }
-        )
-    }
+    #[error("{path} is held by another prune or index repair")]
+    Locked { path: PathBuf },
 }
 
 /// Byte budgets of the in-memory caches; together with the open packs they bound a mount's memory.
@@ -66,7 +62,8 @@ pub struct Repository {
     root: PathBuf,
     config: Config,
     backend: Box<dyn Backend>,
-    index: IndexReader,
+    /// Replaced as a whole when it cannot follow the writers any more (after an index repair).
+    index: RwLock<IndexReader>,
     trees: LruCache<TreeId, Arc<Tree>>,
     chunks: LruCache<ChunkId, Arc<Vec<u8>>>,
     links: LruCache<LinksId, Arc<LinkTable>>,
@@ -95,6 +92,21 @@ impl Repository {
         Ok(config)
     }
 
+    /// Replaces a missing or unopenable index by an empty one, so that `repair index` can open the repository.
+    pub fn create_empty_index(path: &Path) -> Result<(), RepoError> {
+        if !path.join("config").exists() {
+            return Err(RepoError::NotARepository { path: path.into() });
+        }
+        let index = path.join("index");
+        if index.exists() {
+            let aside = path.join("index.damaged");
+            let _ = std::fs::remove_dir_all(&aside);
+            std::fs::rename(&index, &aside).map_err(|e| BackendError::io(&index, e))?;
+        }
+        IndexWriter::create(&index, &path.join("locks/index.lock"))?;
+        Ok(())
+    }
+
     pub fn open(path: &Path, caches: CacheSizes) -> Result<Self, RepoError> {
         let backend = LocalBackend::new(path);
         let config_bytes = match backend.read_all(Object::Config) {
@@ -112,7 +124,7 @@ impl Repository {
             root: path.into(),
             config,
             backend: Box::new(backend),
-            index,
+            index: RwLock::new(index),
             trees: LruCache::new(caches.trees),
             chunks: LruCache::new(caches.chunks),
             links: LruCache::new(1 << 20),
@@ -137,29 +149,54 @@ impl Repository {
         )?)
     }
 
-    /// Sees snapshots and blobs that other processes committed since this handle was opened.
+    fn index(&self) -> RwLockReadGuard<'_, IndexReader> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sees snapshots and blobs that other processes committed since this handle was opened. An index that was
+    /// rebuilt meanwhile (a new directory) is reopened.
     pub fn refresh(&self) -> Result<(), RepoError> {
-        Ok(self.index.catch_up()?)
+        if self.index().catch_up().is_ok() {
+            return Ok(());
+        }
+        let fresh = IndexReader::open(&self.root.join("index"))?;
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// Where the index says a blob is (None if it does not know it).
+    pub fn locate(&self, id: BlobId) -> Result<Option<crate::index::BlobLocation>, RepoError> {
+        Ok(self.index().blob(id)?)
+    }
+
+    pub fn indexed_blobs(&self) -> Result<Vec<(BlobId, crate::index::BlobLocation)>, RepoError> {
+        Ok(self.index().blobs()?)
     }
 
     pub fn snapshots(&self, account: Option<&str>) -> Result<Vec<CatalogEntry>, RepoError> {
-        Ok(self.index.snapshots(account)?)
+        Ok(self.index().snapshots(account)?)
     }
 
     pub fn has_blob(&self, id: BlobId) -> Result<bool, RepoError> {
-        Ok(self.index.blob(id)?.is_some())
+        Ok(self.index().blob(id)?.is_some())
     }
 
     /// Reads, decompresses and verifies one blob. A blob the index does not know may have been committed since
-    /// the last refresh, so a miss refreshes once before it is an error.
+    /// the last refresh, and a pack that is gone may have been rewritten by a prune: either way the read is
+    /// retried once after a refresh.
     pub fn read_blob(&self, id: BlobId) -> Result<Vec<u8>, RepoError> {
-        let loc = match self.index.blob(id)? {
-            Some(loc) => loc,
-            None => {
+        match self.read_blob_once(id) {
+            Err(RepoError::BlobMissing { .. })
+            | Err(RepoError::Backend(BackendError::NotFound { .. })) => {
                 self.refresh()?;
-                self.index.blob(id)?.ok_or(RepoError::BlobMissing { id })?
+                self.read_blob_once(id)
             }
-        };
+            other => other,
+        }
+    }
+
+    fn read_blob_once(&self, id: BlobId) -> Result<Vec<u8>, RepoError> {
+        let loc = self.locate(id)?.ok_or(RepoError::BlobMissing { id })?;
         let mut stored = vec![0u8; loc.stored_len as usize];
         self.backend
             .read_at(Object::Pack(loc.pack), loc.offset, &mut stored)?;
