@@ -138,8 +138,53 @@ impl Filesystem for BackupFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Handles that survive restarts (NFS re-export): the kernel may then ask for "." and ".." by number.
         let _ = config.add_capabilities(InitFlags::FUSE_EXPORT_SUPPORT);
+        // Listings carry attributes (one round trip instead of one per entry) and directory operations run in
+        // parallel; a kernel without either simply does without. Not FUSE_CACHE_SYMLINKS: the kernel would keep
+        // `latest`'s old target when a new snapshot changes it.
+        for flag in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+        ] {
+            let _ = config.add_capabilities(flag);
+        }
         let _ = config.set_max_readahead(1 << 20);
         Ok(())
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // A snapshot's directories never change: the kernel may keep their listings in its page cache.
+        let flags = if self.vfs.is_immutable(ino.0) {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        reply.opened(FileHandle(0), flags);
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
+        let result = self.vfs.readdir_plus(ino.0, offset, &mut |item, attr| {
+            let name = OsStr::from_bytes(&item.name);
+            let (ttl, attr_out) = (ttl(attr.ino), file_attr(attr));
+            reply.add(
+                INodeNo(item.ino),
+                item.next_offset,
+                name,
+                &ttl,
+                &attr_out,
+                Generation(attr.generation),
+            )
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("readdirplus", ino.0, &e)),
+        }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -383,6 +428,18 @@ pub struct MountOptions {
 
 /// Mounts `vfs` at `mountpoint` and serves it until SIGINT, SIGTERM or an external unmount.
 pub fn serve(vfs: Arc<Vfs>, mountpoint: &Path, opts: &MountOptions) -> std::io::Result<()> {
+    serve_with_ready(vfs, mountpoint, opts, |_| {})
+}
+
+/// `serve`, calling `on_ready` (from another thread) once the mount is usable: after this process has listed the
+/// mount's root through the kernel. It gets that listing's result. Mount helpers and sd_notify wait for it.
+pub fn serve_with_ready(
+    vfs: Arc<Vfs>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    on_ready: impl FnOnce(std::io::Result<()>) + Send + 'static,
+) -> std::io::Result<()> {
+    bound_heap_growth();
     let signals = block_termination_signals();
     let mut config = Config::default();
     config.mount_options = vec![
@@ -403,22 +460,36 @@ pub fn serve(vfs: Arc<Vfs>, mountpoint: &Path, opts: &MountOptions) -> std::io::
     config.clone_fd = true;
     let mut session = Session::new(BackupFs::new(vfs.clone()), mountpoint, &config)?;
     let mut unmounter = session.unmount_callable();
-    std::thread::spawn(move || {
+    let where_ = mountpoint.to_path_buf();
+    std::thread::spawn(move || loop {
         let mut sig: libc::c_int = 0;
         // SAFETY: `signals` is an initialised set; sigwait only writes `sig`.
         unsafe { libc::sigwait(&signals, &mut sig) };
-        tracing::info!("signal {sig}: unmounting");
+        tracing::info!("signal {sig}: unmounting {}", where_.display());
         if let Err(e) = unmounter.unmount() {
-            tracing::error!("unmount: {e}");
+            // Busy (a shell sits in it, a file is open): detach it now; the kernel ends the session, and so this
+            // process, when the last user lets go. Waiting for a second signal would leave systemd to SIGKILL us.
+            tracing::warn!(
+                "unmounting {}: {e}; detached lazily, exiting when it is no longer in use",
+                where_.display()
+            );
+            detach(&where_);
         }
     });
     std::thread::spawn(move || loop {
         std::thread::sleep(REFRESH_INTERVAL);
         if let Err(e) = vfs.refresh() {
-            tracing::warn!("refreshing the snapshot list: {e}");
+            tracing::warn!(
+                "refreshing the snapshot list of {}: {e}",
+                vfs.repo().root().display()
+            );
         }
     });
     tracing::info!("serving {}", mountpoint.display());
+    let root = mountpoint.to_path_buf();
+    std::thread::spawn(move || {
+        on_ready(std::fs::read_dir(&root).and_then(|mut d| d.next().transpose().map(drop)))
+    });
     session.run()
 }
 
@@ -435,5 +506,31 @@ pub fn block_termination_signals() -> libc::sigset_t {
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
+    }
+}
+
+/// Chunk buffers are 1-4 MiB and are freed as fast as they are made, on several threads. glibc would raise its
+/// mmap threshold after the first such free and then keep them in per-thread arenas for good; a fixed threshold
+/// returns them to the system, so the daemon's memory is its caches' budget and not the allocation history.
+fn bound_heap_growth() {
+    // SAFETY: mallopt only changes allocator parameters; called before the serving threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Lazy unmount (MNT_DETACH) of `path`.
+fn detach(path: &Path) {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        tracing::error!(
+            "detaching {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
     }
 }

@@ -27,6 +27,7 @@ pub mod check;
 pub mod format;
 pub mod fuse;
 pub mod index;
+pub mod ops;
 pub mod prune;
 pub mod repair;
 pub mod repo;

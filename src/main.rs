@@ -4,27 +4,51 @@
 use anyhow::{bail, Context, Result};
 use backupfs::backup::{backup, BackupOptions};
 use backupfs::check::check;
-use backupfs::fuse::{serve, MountOptions};
+use backupfs::fuse::{serve_with_ready, MountOptions};
+use backupfs::ops::config::Config;
+use backupfs::ops::daemon::{fork_and_wait, Daemon};
+use backupfs::ops::notify::notify;
 use backupfs::prune::policy::Policy;
 use backupfs::prune::{prune, PruneOptions};
 use backupfs::repair::rebuild_index;
 use backupfs::repo::{CacheSizes, Repository};
-use backupfs::vfs::{naming, Scope, Vfs};
-use clap::{Parser, Subcommand};
+use backupfs::vfs::{naming, MountRoot, Scope, Vfs};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::io::IsTerminal;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+mod cmd;
+
+use cmd::helper::*;
+use cmd::mount::*;
+use cmd::output::*;
 
 const EXIT_ERROR: i32 = 1;
 const EXIT_WARNINGS: i32 = 3;
 const EXIT_DAMAGE: i32 = 4;
+/// mount(8)'s codes, which the mount helper follows: bad invocation, mount failure.
+const EXIT_MOUNT_USAGE: i32 = 1;
+const EXIT_MOUNT_FAILURE: i32 = 32;
+
+/// The name under which the binary is the mount helper (a symlink to it, as packaged).
+const HELPER_NAME: &str = "mount.fuse.backupfs";
+
+const CLI_AFTER_HELP: &str = "\
+Configuration: /etc/backupfs/config.toml, or the file named by --config or BACKUPFS_CONFIG, may set the
+repository, each account's source and mount point, mount settings and the retention policy. Flags and
+environment variables override it.
+
+Exit status: 0 success; 1 error; 2 usage error; 3 backup finished but skipped unreadable entries;
+4 check found damage.";
 
 #[derive(Parser)]
 #[command(
     name = "backupfs",
     version,
-    about = "Deduplicated backups browsable as a read-only filesystem"
+    about = "Deduplicated backups browsable as a read-only filesystem",
+    after_long_help = CLI_AFTER_HELP
 )]
 struct Cli {
     /// More log output (repeat for more).
@@ -33,15 +57,18 @@ struct Cli {
     /// Only errors.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Configuration file [default: /etc/backupfs/config.toml if it exists].
+    #[arg(long, global = true, env = "BACKUPFS_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(clap::Args)]
 struct RepoArg {
-    /// Repository directory.
+    /// Repository directory [default: `repository` in the configuration file].
     #[arg(long, env = "BACKUPFS_REPO")]
-    repo: PathBuf,
+    repo: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -52,6 +79,7 @@ enum Command {
     Backup {
         #[command(flatten)]
         repo: RepoArg,
+        /// The account the snapshot belongs to.
         #[arg(long, default_value = "default")]
         account: String,
         /// Record the snapshot at this time (RFC 3339) instead of now.
@@ -60,40 +88,52 @@ enum Command {
         /// Print a JSON summary on stdout.
         #[arg(long)]
         json: bool,
-        source: PathBuf,
+        /// Directory to back up [default: the account's `source` in the configuration file].
+        source: Option<PathBuf>,
     },
     /// List snapshots.
     Snapshots {
         #[command(flatten)]
         repo: RepoArg,
+        /// Only this account's snapshots.
         #[arg(long)]
         account: Option<String>,
+        /// Print a JSON array on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Forget snapshots the retention policy does not keep and reclaim their space.
+    ///
+    /// Without any --keep-* flag the policy is the configuration file's [retention] section; any --keep-* flag
+    /// replaces that section entirely.
     Prune {
         #[command(flatten)]
         repo: RepoArg,
         /// Only this account (default: every account, each with the same policy).
         #[arg(long)]
         account: Option<String>,
-        #[arg(long)]
+        /// Keep the N newest snapshots.
+        #[arg(long, value_name = "N")]
         keep_last: Option<usize>,
-        #[arg(long)]
+        /// Keep the newest snapshot of each of the last N days that have one.
+        #[arg(long, value_name = "N")]
         keep_daily: Option<usize>,
-        #[arg(long)]
+        /// Keep the newest snapshot of each of the last N weeks that have one.
+        #[arg(long, value_name = "N")]
         keep_weekly: Option<usize>,
-        #[arg(long)]
+        /// Keep the newest snapshot of each of the last N months that have one.
+        #[arg(long, value_name = "N")]
         keep_monthly: Option<usize>,
         /// Keep everything within this long of the newest snapshot, e.g. 30d, 2w, 1y6m, 36h.
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
         keep_within: Option<i64>,
-        /// Rewrite a pack once this percentage of its bytes is unreferenced.
-        #[arg(long, default_value_t = 20.0)]
-        repack_threshold: f64,
+        /// Rewrite a pack once this percentage of its bytes is unreferenced [default: 20].
+        #[arg(long, value_name = "PERCENT")]
+        repack_threshold: Option<f64>,
+        /// Say what would be forgotten and reclaimed; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print a JSON report on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -120,14 +160,44 @@ enum Command {
         /// Show only this account's snapshots at the root; without it, one directory per account.
         #[arg(long)]
         account: Option<String>,
-        /// Let other users (subject to file permissions) use the mount.
+        /// Let other users (subject to file permissions) use the mount [default: `allow_other` in the
+        /// configuration file's [mount] section, else off].
         #[arg(long)]
         allow_other: bool,
-        /// Threads serving FUSE requests.
-        #[arg(long, default_value_t = 4)]
-        threads: usize,
-        mountpoint: PathBuf,
+        /// Threads serving FUSE requests [default: `threads` in [mount], else 4].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Return once the mount is ready and keep serving in the background (what mount(8) and fstab get
+        /// through mount.fuse.backupfs).
+        #[arg(long)]
+        daemon: bool,
+        /// With --daemon: append the log to this file once the mount is ready [default: syslog, or stderr when
+        /// that is the systemd journal].
+        #[arg(long, requires = "daemon", value_name = "PATH")]
+        log_file: Option<PathBuf>,
+        /// Where to show the snapshots [default: the account's `mountpoint` in the configuration file].
+        mountpoint: Option<PathBuf>,
     },
+}
+
+/// `backupfs generate ...`: packaging files from the command-line definition. Parsed apart from `Cli` (before
+/// it), so that it appears in no help, manual page or completion.
+#[derive(Parser)]
+#[command(
+    name = "backupfs generate",
+    about = "Generate manual pages or shell completions from the command-line definition"
+)]
+struct GenerateCli {
+    #[command(subcommand)]
+    what: GenerateWhat,
+}
+
+#[derive(Subcommand)]
+enum GenerateWhat {
+    /// Manual pages: backupfs(1), one per subcommand, and mount.fuse.backupfs(8).
+    Man { dir: PathBuf },
+    /// Shell completions for bash (backupfs.bash), zsh (_backupfs) and fish (backupfs.fish).
+    Completions { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -161,11 +231,11 @@ fn parse_time(s: &str) -> Result<backupfs::format::tree::Timestamp, String> {
         .ok_or_else(|| format!("{s:?} is not an RFC 3339 time like 2026-11-20T03:00:00Z"))
 }
 
-fn init_logging(cli: &Cli, default: &str) {
-    let level = if cli.quiet {
+fn init_logging(verbose: u8, quiet: bool, default: &str, daemon: bool) {
+    let level = if quiet {
         "error"
     } else {
-        match cli.verbose {
+        match verbose {
             0 => default,
             1 => "info",
             2 => "debug",
@@ -176,17 +246,36 @@ fn init_logging(cli: &Cli, default: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("backupfs={level}")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(backupfs::ops::log::LogWriter)
+        // A daemon's log ends up in a file or syslog: no colours even if it starts on a terminal.
+        .with_ansi(!daemon && std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }
 
-fn open(repo: &RepoArg) -> Result<Repository> {
-    Ok(Repository::open(&repo.repo, CacheSizes::default())?)
+/// A required value that neither the command line nor the configuration file gave: a usage error (exit 2).
+fn missing(what: &str) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::MissingRequiredArgument, what)
+        .exit()
 }
 
-fn run(cli: Cli) -> Result<i32> {
+fn repo_path(repo: &RepoArg, config: &Config) -> PathBuf {
+    match repo.repo.clone().or_else(|| config.repository.clone()) {
+        Some(p) => p,
+        None => missing(&format!(
+            "no repository: give --repo, set BACKUPFS_REPO, or set `repository` in {}",
+            config.describe()
+        )),
+    }
+}
+
+fn open_path(path: &Path) -> Result<Repository> {
+    Ok(Repository::open(path, CacheSizes::default())?)
+}
+
+fn run(cli: Cli, config: &Config) -> Result<i32> {
+    let open = |repo: &RepoArg| open_path(&repo_path(repo, config));
     match cli.command {
         Command::Init { path } => {
             Repository::init(&path)?;
@@ -199,6 +288,13 @@ fn run(cli: Cli) -> Result<i32> {
             json,
             source,
         } => {
+            let source = match source.or_else(|| config.account(&account)?.source.clone()) {
+                Some(s) => s,
+                None => missing(&format!(
+                    "no SOURCE: give one, or set `source` in [accounts.{account}] of {}",
+                    config.describe()
+                )),
+            };
             let repo = open(&repo)?;
             let progress = !json && std::io::stderr().is_terminal();
             let summary = backup(
@@ -242,13 +338,29 @@ fn run(cli: Cli) -> Result<i32> {
             dry_run,
             json,
         } => {
-            let policy = Policy {
+            let flags = Policy {
                 last: keep_last,
                 daily: keep_daily,
                 weekly: keep_weekly,
                 monthly: keep_monthly,
                 within: keep_within,
             };
+            // Flags replace the file's policy as a whole: mixing them would keep what neither says.
+            let policy = if flags.is_empty() {
+                config.policy()
+            } else {
+                flags
+            };
+            if policy.is_empty() {
+                bail!(
+                    "no retention policy: refusing to forget every snapshot (give --keep-daily 30, for example, \
+                     or set [retention] in {})",
+                    config.describe()
+                );
+            }
+            let repack_threshold = repack_threshold
+                .or(config.retention.repack_threshold)
+                .unwrap_or(20.0);
             let opts = PruneOptions {
                 account,
                 policy,
@@ -290,7 +402,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Repair {
             what: RepairWhat::Index { repo },
         } => {
-            let done = rebuild_index(&open_for_repair(&repo)?)?;
+            let done = rebuild_index(&open_for_repair(&repo_path(&repo, config))?)?;
             println!(
                 "rebuilt the index: {} packs, {} snapshots",
                 done.packs, done.snapshots
@@ -309,117 +421,70 @@ fn run(cli: Cli) -> Result<i32> {
             account,
             allow_other,
             threads,
+            daemon,
+            log_file,
             mountpoint,
         } => {
-            backupfs::fuse::block_termination_signals();
-            let meta = std::fs::metadata(&mountpoint)
-                .with_context(|| format!("mount point {}", mountpoint.display()))?;
-            if !meta.is_dir() {
-                bail!("mount point {} is not a directory", mountpoint.display());
+            let mountpoint = match mountpoint.or_else(|| {
+                config
+                    .account(account.as_deref()?)?
+                    .mountpoint
+                    .clone()
+            }) {
+                Some(m) => m,
+                None => missing(&format!(
+                    "no MOUNTPOINT: give one, or use --account with a `mountpoint` in its [accounts.NAME] of {}",
+                    config.describe()
+                )),
+            };
+            let repo = repo_path(&repo, config);
+            let request = MountRequest {
+                fsname: format!("backupfs:{}", repo.display()),
+                repo,
+                account,
+                allow_other: allow_other || config.mount.allow_other.unwrap_or(false),
+                threads: threads.or(config.mount.threads).unwrap_or(4),
+                mountpoint,
+            };
+            if daemon {
+                mount_in_background(request, log_file.as_deref(), EXIT_ERROR)?;
+            } else {
+                mount(&request, None)?;
             }
-            let fsname = format!("backupfs:{}", repo.repo.display());
-            let repo = Arc::new(open(&repo)?);
-            let scope = account.map_or(Scope::All, Scope::Account);
-            let vfs = Arc::new(Vfs::new(repo, scope, (meta.uid(), meta.gid()))?);
-            serve(
-                vfs,
-                &mountpoint,
-                &MountOptions {
-                    allow_other,
-                    threads,
-                    fsname,
-                },
-            )
-            .with_context(|| format!("mounting {}", mountpoint.display()))?;
         }
     }
     Ok(0)
 }
 
-/// A repository whose index may be missing or damaged: repair must not need it.
-fn open_for_repair(repo: &RepoArg) -> Result<Repository> {
-    if Repository::open(&repo.repo, CacheSizes::default()).is_err() {
-        Repository::create_empty_index(&repo.repo)?;
-    }
-    open(repo)
-}
-
-fn print_prune(r: &backupfs::prune::PruneReport, dry_run: bool, json: bool) {
-    if json {
-        let forgotten: Vec<_> = r
-            .forgotten
-            .iter()
-            .map(|(id, m)| serde_json::json!({"id": id.to_hex(), "account": m.account, "time": naming::rfc3339_utc(m.time)}))
-            .collect();
-        let v = serde_json::json!({
-            "dry_run": dry_run, "forgotten": forgotten, "kept": r.kept, "dead_blobs": r.dead_blobs,
-            "dead_bytes": r.dead_bytes, "packs_deleted": r.packs_deleted, "packs_rewritten": r.packs_rewritten,
-            "bytes_reclaimed": r.bytes_reclaimed, "waited_for_backups": r.waited_for_backups,
-        });
-        println!("{v}");
-        return;
-    }
-    let verb = if dry_run { "would forget" } else { "forgot" };
-    for (id, m) in &r.forgotten {
-        println!(
-            "{verb} {} {} {}",
-            id.short(),
-            m.account,
-            naming::rfc3339_utc(m.time)
-        );
-    }
-    println!(
-        "kept {} snapshots; {} {} unreferenced blobs ({} bytes); deleted {} packs, rewrote {}, reclaimed {} bytes",
-        r.kept, if dry_run { "would drop" } else { "dropped" }, r.dead_blobs, r.dead_bytes, r.packs_deleted, r.packs_rewritten, r.bytes_reclaimed
-    );
-}
-
-fn list_snapshots(repo: &Repository, account: Option<&str>, json: bool) -> Result<()> {
-    let snaps = repo.snapshots(account)?;
-    if json {
-        let items: Vec<_> = snaps
-            .iter()
-            .map(|s| {
-                let m = &s.manifest;
-                serde_json::json!({
-                    "id": s.id.to_hex(), "ordinal": m.ordinal, "account": m.account,
-                    "time": naming::rfc3339_utc(m.time), "hostname": m.hostname,
-                    "source": String::from_utf8_lossy(&m.source), "files": m.stats.files,
-                    "dirs": m.stats.dirs, "file_bytes": m.stats.file_bytes, "added_bytes": m.stats.added_bytes,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(items));
-        return Ok(());
-    }
-    println!(
-        "{:<10} {:<16} {:<31} {:>9} {:>12}  SOURCE",
-        "ID", "ACCOUNT", "TIME (UTC)", "FILES", "BYTES"
-    );
-    for s in snaps {
-        let m = &s.manifest;
-        println!(
-            "{:<10} {:<16} {:<31} {:>9} {:>12}  {}",
-            s.id.short(),
-            m.account,
-            naming::rfc3339_utc(m.time),
-            m.stats.files,
-            m.stats.file_bytes,
-            String::from_utf8_lossy(&m.source)
-        );
-    }
-    Ok(())
-}
-
 fn main() {
+    let invoked_as = std::env::args_os().next().unwrap_or_default();
+    if Path::new(&invoked_as).file_name() == Some(HELPER_NAME.as_ref()) {
+        helper_main();
+    }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
+        let what = GenerateCli::parse_from(std::env::args_os().skip(1)).what;
+        if let Err(e) = generate(what) {
+            eprintln!("backupfs: error: {e:#}");
+            std::process::exit(EXIT_ERROR);
+        }
+        std::process::exit(0);
+    }
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Mount { .. }) {
         "info"
     } else {
         "warn"
     };
-    init_logging(&cli, default_level);
-    match run(cli) {
+    let daemon = matches!(cli.command, Command::Mount { daemon: true, .. });
+    init_logging(cli.verbose, cli.quiet, default_level, daemon);
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("backupfs: error: {e}");
+            std::process::exit(EXIT_ERROR);
+        }
+    };
+    match run(cli, &config) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("backupfs: error: {e:#}");

@@ -310,3 +310,44 @@ fn a_mount_without_account_shows_every_account_and_one_account_mounts_show_only_
     assert_eq!(list(&m.path), ["2026-11-20", "latest"]);
     assert!(!m.path.join("bob").exists());
 }
+
+#[test]
+fn an_account_without_snapshots_mounts_as_an_empty_directory() {
+    let t = TempDir::new("empty");
+    let repo = t.join("repo");
+    init_repo(&repo);
+    let m = Mount::new(&repo, "newcomer", &t.join("mnt"));
+    assert_eq!(fs::read_dir(&m.path).unwrap().count(), 0);
+    assert!(!m.path.join("latest").exists());
+}
+
+#[test]
+fn sigterm_while_busy_detaches_and_exits_once_the_last_file_closes() {
+    let t = TempDir::new("busy");
+    let src = t.join("src");
+    gen_tree(&src, "11");
+    let repo = t.join("repo");
+    init_repo(&repo);
+    backup(&repo, "default", &src, None);
+    let mut m = Mount::new(&repo, "default", &t.join("mnt"));
+    let file = fs::File::open(m.path.join("latest/www/index.php")).unwrap();
+    // SAFETY: signalling the daemon this test started.
+    unsafe { libc::kill(m.pid() as i32, libc::SIGTERM) };
+    let started = std::time::Instant::now();
+    while is_mounted(&m.path) {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "busy mount was not detached after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The open file keeps working until it is closed; then the daemon exits by itself.
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut &file, &mut got).unwrap();
+    assert_eq!(got.as_bytes(), fs::read(src.join("www/index.php")).unwrap());
+    drop(file);
+    assert!(
+        m.stop().success(),
+        "daemon did not exit cleanly after the last file closed"
+    );
+}

@@ -126,13 +126,21 @@ fn a_second_prune_is_refused_until_the_holder_dies() {
     let t = TempDir::new("prunelock");
     let (_src, repo, _) = six_days(&t, "p2");
     // Another process holds the lock, as a running prune would.
-    let script = "import fcntl, sys, time\nf = open(sys.argv[1], 'w')\nfcntl.flock(f, fcntl.LOCK_EX)\ntime.sleep(60)";
+    let script = "import fcntl, sys, time\nf = open(sys.argv[1], 'w')\nfcntl.flock(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)";
     let mut holder = Command::new("python3")
         .args(["-c", script])
         .arg(repo.join("locks/prune.lock"))
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Only once the holder says so does it hold the lock.
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
     let (code, _, err) = run(bin()
         .arg("prune")
         .arg("--repo")

@@ -3,7 +3,7 @@
 mod common;
 
 use backupfs::repo::{CacheSizes, Repository};
-use backupfs::vfs::{inode, Scope, Vfs, VfsError};
+use backupfs::vfs::{inode, MountRoot, Scope, Vfs, VfsError};
 use common::*;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -11,7 +11,16 @@ use std::sync::Arc;
 
 fn open_vfs(repo: &Path) -> Vfs {
     let repo = Arc::new(Repository::open(repo, CacheSizes::default()).unwrap());
-    Vfs::new(repo, Scope::Account("default".into()), (0, 0)).unwrap()
+    Vfs::new(
+        repo,
+        Scope::Account("default".into()),
+        MountRoot {
+            uid: 0,
+            gid: 0,
+            perm: 0o755,
+        },
+    )
+    .unwrap()
 }
 
 fn lookup_path(vfs: &Vfs, path: &str) -> u64 {

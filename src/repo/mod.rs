@@ -50,10 +50,12 @@ pub struct CacheSizes {
 }
 
 impl Default for CacheSizes {
+    /// Enough for sequential reads (the kernel's page cache holds file data; this only spares re-decoding a
+    /// chunk across the several FUSE reads it spans) and for the trees of a deep walk, within ~100 MiB of RSS.
     fn default() -> Self {
         Self {
-            trees: 32 << 20,
-            chunks: 64 << 20,
+            trees: 16 << 20,
+            chunks: 32 << 20,
         }
     }
 }
@@ -65,6 +67,10 @@ pub struct Repository {
     /// Replaced as a whole when it cannot follow the writers any more (after an index repair).
     index: RwLock<IndexReader>,
     trees: LruCache<TreeId, Arc<Tree>>,
+    /// Directories too large for `trees` (hundreds of thousands of entries): the two used last. In the LRU they
+    /// would evict every small tree, including the ones each path resolution needs, and be evicted in turn.
+    large_trees: std::sync::Mutex<Vec<(TreeId, Arc<Tree>)>>,
+    tree_budget: usize,
     chunks: LruCache<ChunkId, Arc<Vec<u8>>>,
     links: LruCache<LinksId, Arc<LinkTable>>,
 }
@@ -126,6 +132,8 @@ impl Repository {
             backend: Box::new(backend),
             index: RwLock::new(index),
             trees: LruCache::new(caches.trees),
+            large_trees: std::sync::Mutex::new(Vec::new()),
+            tree_budget: caches.trees,
             chunks: LruCache::new(caches.chunks),
             links: LruCache::new(1 << 20),
         })
@@ -212,13 +220,32 @@ impl Repository {
         if let Some(t) = self.trees.get(&id) {
             return Ok(t);
         }
+        if let Some(t) = self.large_tree(id) {
+            return Ok(t);
+        }
         let bytes = self.read_blob(BlobId::tree(id))?;
-        let tree = Arc::new(Tree::decode(&bytes).map_err(|source| RepoError::Format {
+        let tree = Tree::decode(&bytes).map_err(|source| RepoError::Format {
             object: format!("tree {id}"),
             source,
-        })?);
-        self.trees.insert(id, tree.clone(), tree.heap_size());
+        })?;
+        let tree = Arc::new(tree);
+        let size = tree.heap_size();
+        if size > self.tree_budget / 4 {
+            let mut large = self.large_trees.lock().unwrap_or_else(|p| p.into_inner());
+            large.insert(0, (id, tree.clone()));
+            large.truncate(2);
+        } else {
+            self.trees.insert(id, tree.clone(), size);
+        }
         Ok(tree)
+    }
+
+    fn large_tree(&self, id: TreeId) -> Option<Arc<Tree>> {
+        let mut large = self.large_trees.lock().unwrap_or_else(|p| p.into_inner());
+        let i = large.iter().position(|(k, _)| *k == id)?;
+        let hit = large.remove(i);
+        large.insert(0, hit.clone());
+        Some(hit.1)
     }
 
     pub fn chunk(&self, id: ChunkId) -> Result<Arc<Vec<u8>>, RepoError> {

@@ -84,6 +84,25 @@ struct Catalog {
     by_ordinal: HashMap<u64, Arc<SnapInfo>>,
 }
 
+/// Ownership and permission bits of the mount root, taken from the mount point.
+#[derive(Clone, Copy, Debug)]
+pub struct MountRoot {
+    pub uid: u32,
+    pub gid: u32,
+    pub perm: u32,
+}
+
+impl MountRoot {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            perm: meta.mode() & 0o7777,
+        }
+    }
+}
+
 /// Which snapshots a mount shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -98,19 +117,20 @@ pub struct Vfs {
     scope: Scope,
     catalog: RwLock<Catalog>,
     names: Mutex<HashMap<u64, String>>,
-    /// Owner of the mount root, account directories and `latest`: the owner of the mount point, so that a user
+    /// Owner of the mount root, account directories and `latest`, and the root's mode: the mount point's, so that
+    /// a user owns their backup view and a private mount point stays private.
     /// owns their backup view.
-    owner: (u32, u32),
+    root: MountRoot,
 }
 
 impl Vfs {
-    pub fn new(repo: Arc<Repository>, scope: Scope, owner: (u32, u32)) -> Result<Self, VfsError> {
+    pub fn new(repo: Arc<Repository>, scope: Scope, root: MountRoot) -> Result<Self, VfsError> {
         let vfs = Self {
             repo,
             scope,
             catalog: RwLock::new(Catalog::default()),
             names: Mutex::new(HashMap::new()),
-            owner,
+            root,
         };
         vfs.reload()?;
         Ok(vfs)
@@ -138,7 +158,10 @@ impl Vfs {
         let entries = self.repo.snapshots(account)?;
         {
             let old = self.catalog.read().unwrap_or_else(|p| p.into_inner());
-            let unchanged = old.by_ordinal.len() == entries.len()
+            // An empty catalog was never built (a one-account mount still needs its empty listing at the root).
+            let built = !old.listings.is_empty();
+            let unchanged = built
+                && old.by_ordinal.len() == entries.len()
                 && entries.iter().all(|e| {
                     old.by_ordinal
                         .get(&e.manifest.ordinal)

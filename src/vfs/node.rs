@@ -190,8 +190,14 @@ impl Vfs {
         latest: Option<&SnapInfo>,
     ) -> Attr {
         let time = latest.map(|s| s.manifest.time).unwrap_or_default();
-        let perm = if kind == EntryKind::Dir { 0o555 } else { 0o777 };
-        let (uid, gid) = self.owner;
+        // The mount root keeps the mount point's permissions (less write), so that a 0700 mount point in a user's
+        // home keeps everyone else out; account directories are open, the snapshots' own modes guard the data.
+        let perm = match kind {
+            EntryKind::Dir if ino == inode::ROOT => self.root.perm & 0o555,
+            EntryKind::Dir => 0o555,
+            _ => 0o777,
+        };
+        let (uid, gid) = (self.root.uid, self.root.gid);
         Attr {
             ino,
             generation: 1,
@@ -362,6 +368,36 @@ impl Vfs {
             }
         }
         Ok(())
+    }
+
+    /// Like `readdir`, with each entry's attributes (for READDIRPLUS, which spares the kernel a LOOKUP per entry).
+    pub fn readdir_plus(
+        &self,
+        ino: u64,
+        offset: u64,
+        add: &mut dyn FnMut(DirItem, &Attr) -> bool,
+    ) -> Result<(), VfsError> {
+        let mut failure = None;
+        self.readdir(ino, offset, &mut |item| match self.item_attr(ino, &item) {
+            Ok(attr) => add(item, &attr),
+            Err(e) => {
+                failure = Some(e);
+                true
+            }
+        })?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn item_attr(&self, dir: u64, item: &DirItem) -> Result<Attr, VfsError> {
+        match item.name.as_slice() {
+            b"." | b".." => self.getattr(item.ino),
+            name => self.lookup(dir, name),
+        }
+    }
+
+    /// Whether a directory's listing can never change (inside a snapshot), so the kernel may cache it.
+    pub fn is_immutable(&self, ino: u64) -> bool {
+        matches!(inode::decode(ino), Ino::Entry { .. })
     }
 
     /// Inode number without the link count (which may cost a tree read); for listings.

@@ -262,3 +262,208 @@ pub fn inode_map(root: &Path) -> Vec<(PathBuf, u64, u64)> {
     out.sort();
     out
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Real clients (tests/clients_*.rs): packages, unprivileged users, mounts of every account, daemon memory.
+
+/// Installs the Debian packages of `packages` that are missing (servers and clients the client tests drive).
+/// Serialised within a test binary; apt's own lock (waited for) serialises it against anyone else.
+pub fn ensure_packages(packages: &[&str]) {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let installed = |p: &str| {
+        Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", p])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+    };
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return;
+    }
+    eprintln!("installing {missing:?}");
+    run_ok(Command::new("apt-get").args(["-qq", "-o", "DPkg::Lock::Timeout=600", "update"]));
+    run_ok(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args([
+                "-y",
+                "-qq",
+                "-o",
+                "DPkg::Lock::Timeout=600",
+                "install",
+                "--no-install-recommends",
+            ])
+            .args(&missing),
+    );
+}
+
+/// A real unprivileged user with a home directory, created for one test and removed (`userdel -r`) when
+/// dropped. Declare it before any mount below its home, so that the mount is dropped (unmounted) first.
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+impl TestUser {
+    pub fn new() -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        // Unique across concurrent tests and test binaries; well under useradd's 32 characters.
+        let name = format!(
+            "bfst{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let _ = Command::new("userdel").args(["-r", "-f", &name]).output();
+        run_ok(Command::new("useradd").args(["-m", "-U", "-s", "/bin/sh", &name]));
+        let user = Self {
+            uid: id_of(&name, "-u"),
+            gid: id_of(&name, "-g"),
+            home: PathBuf::from("/home").join(&name),
+            name,
+        };
+        // Debian's useradd makes 0755 homes; said here so that no test depends on a site's HOME_MODE.
+        std::fs::set_permissions(
+            &user.home,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        user
+    }
+
+    /// `program` run as this user (real and effective ids, the user's groups), with the user's HOME, from `/`.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid",
+            &self.uid.to_string(),
+            "--regid",
+            &self.gid.to_string(),
+            "--init-groups",
+        ])
+        .arg(program)
+        .env("HOME", &self.home)
+        .env("USER", &self.name)
+        .env("LC_ALL", "C")
+        .current_dir("/")
+        .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `program args` as this user and returns its output, whatever its status.
+    pub fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> Output {
+        self.command(program)
+            .args(args)
+            .output()
+            .expect("spawn setpriv")
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        // Never let `userdel -r` walk into a mount that is still there (it would only fail, but say so).
+        let home = self.home.to_string_lossy().into_owned();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let below = format!("{home}/");
+        let busy = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .any(|m| m == home || m.starts_with(&below));
+        let args: &[&str] = if busy { &["-f"] } else { &["-r", "-f"] };
+        let out = Command::new("userdel").args(args).arg(&self.name).output();
+        if busy {
+            eprintln!(
+                "user {}: home kept, something is still mounted below it",
+                self.name
+            );
+        }
+        if let Ok(o) = out {
+            let err = String::from_utf8_lossy(&o.stderr);
+            if !o.status.success() && !err.contains("mail spool") {
+                eprintln!("userdel {}: {err}", self.name);
+            }
+        }
+    }
+}
+
+fn id_of(user: &str, flag: &str) -> u32 {
+    let out = run_ok(Command::new("id").args([flag, user]));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// `backupfs mount` with exactly these arguments before the mount point (`--repo` is added; no `--account` unless
+/// `args` has one), guarded like `Mount::new`.
+pub fn mount_args(repo: &Path, args: &[&str], mountpoint: &Path) -> Mount {
+    std::fs::create_dir_all(mountpoint).unwrap();
+    let log = mountpoint.with_extension("log");
+    let child = bin()
+        .arg("mount")
+        .arg("--repo")
+        .arg(repo)
+        .args(args)
+        .arg(mountpoint)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn backupfs mount");
+    let mut m = Mount {
+        path: mountpoint.to_path_buf(),
+        log,
+        child: Some(child),
+    };
+    m.wait_ready();
+    m
+}
+
+/// A field of /proc/PID/status in kB (VmRSS, VmHWM, ...).
+pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for servers the tests start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `cond` holds, or panics with `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `cmd` to completion like `Command::output`, but kills it and panics if it takes longer than `limit`.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let dir = TempDir::new("output");
+    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+    let mut child = cmd
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let started = Instant::now();
+    let status = wait_timeout(&mut child, limit);
+    assert!(
+        started.elapsed() < limit,
+        "{cmd:?} did not finish within {limit:?}: killed"
+    );
+    Output {
+        status,
+        stdout: std::fs::read(&out).unwrap(),
+        stderr: std::fs::read(&err).unwrap(),
+    }
+}

@@ -1,0 +1,5 @@
+//! Parts of the `backupfs` binary that are not its argument definitions and dispatch (main.rs).
+
+pub mod helper;
+pub mod mount;
+pub mod output;

@@ -1,0 +1,165 @@
+//! `backupfs mount`: serving in the foreground, or daemonized with readiness reported to the waiting parent
+//! (the mount helper) and to systemd (`NOTIFY_SOCKET`).
+
+use super::super::*;
+
+/// What `backupfs mount` and the mount helper mount.
+pub(crate) struct MountRequest {
+    pub(crate) repo: PathBuf,
+    pub(crate) account: Option<String>,
+    pub(crate) allow_other: bool,
+    pub(crate) threads: usize,
+    pub(crate) mountpoint: PathBuf,
+    /// The mount's source as mountinfo, df and findmnt show it.
+    pub(crate) fsname: String,
+}
+
+/// Mounts and serves in this process until unmounted. With `daemon`, reports readiness (or the error that
+/// prevented it) to the waiting parent. In both cases `READY=1` goes to systemd when `NOTIFY_SOCKET` is set.
+pub(crate) fn mount(req: &MountRequest, daemon: Option<Daemon>) -> Result<()> {
+    backupfs::fuse::block_termination_signals();
+    let mountpoint = &req.mountpoint;
+    let meta = std::fs::metadata(mountpoint)
+        .with_context(|| format!("mount point {}", mountpoint.display()))?;
+    if !meta.is_dir() {
+        bail!("mount point {} is not a directory", mountpoint.display());
+    }
+    let repo = Arc::new(open_path(&req.repo)?);
+    let scope = req.account.clone().map_or(Scope::All, Scope::Account);
+    let vfs = Arc::new(Vfs::new(repo, scope, MountRoot::of(&meta))?);
+    static UNUSABLE: AtomicBool = AtomicBool::new(false);
+    let shown = mountpoint.display().to_string();
+    let account = req.account.clone();
+    let on_ready = move |listed: std::io::Result<()>| {
+        // Any answer from the daemon means the mount works, even a refusal: an account without snapshots has no
+        // root until its first backup, and the listing runs as the daemon's user. Only EIO, ENOTCONN and the
+        // like mean it does not.
+        let answered = match &listed {
+            Ok(()) => true,
+            Err(e) => matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::EACCES | libc::EPERM)
+            ),
+        };
+        if answered {
+            if let Err(e) = &listed {
+                let who = account
+                    .as_deref()
+                    .map_or(String::new(), |a| format!(" (account {a})"));
+                tracing::warn!("{shown}{who} is mounted, but its root cannot be listed yet: {e}");
+            }
+            tracing::debug!("{shown} is ready");
+            if let Some(d) = &daemon {
+                d.ready();
+            }
+            notify("READY=1");
+            return;
+        }
+        let e = listed.err().map(|e| e.to_string()).unwrap_or_default();
+        let message = format!("the new mount at {shown} does not answer: {e}");
+        if !daemon.as_ref().is_some_and(|d| d.failed(&message)) {
+            tracing::error!("{message}");
+        }
+        UNUSABLE.store(true, Ordering::SeqCst);
+        // Unmount through the signal thread, as SIGTERM would.
+        // SAFETY: signalling this process; the signal is blocked everywhere but the sigwait thread.
+        unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    };
+    serve_with_ready(
+        vfs,
+        mountpoint,
+        &MountOptions {
+            allow_other: req.allow_other,
+            threads: req.threads.max(1),
+            fsname: req.fsname.clone(),
+        },
+        on_ready,
+    )
+    .with_context(|| format!("mounting {}", mountpoint.display()))?;
+    if UNUSABLE.load(Ordering::SeqCst) {
+        bail!(
+            "the mount at {} did not answer and was unmounted",
+            mountpoint.display()
+        );
+    }
+    Ok(())
+}
+
+/// `mount --daemon` and the helper: check what can be checked here, fork, and (in the child) mount. The parent
+/// exits inside `fork_and_wait` with 0 once the mount is ready or `fail_code` with the child's error.
+pub(crate) fn mount_in_background(
+    mut req: MountRequest,
+    log_file: Option<&Path>,
+    fail_code: i32,
+) -> Result<()> {
+    // The daemon runs in /: relative paths must be resolved first.
+    req.repo = std::fs::canonicalize(&req.repo)
+        .with_context(|| format!("repository {}", req.repo.display()))?;
+    req.mountpoint = std::fs::canonicalize(&req.mountpoint)
+        .with_context(|| format!("mount point {}", req.mountpoint.display()))?;
+    if !req.mountpoint.is_dir() {
+        bail!(
+            "mount point {} is not a directory",
+            req.mountpoint.display()
+        );
+    }
+    // FUSE mounts stack; mount(8) only checks this for --all.
+    let same_repo = |source: &String| {
+        let path = Path::new(source.strip_prefix("backupfs:").unwrap_or(source));
+        *source == req.fsname
+            || path.is_absolute() && std::fs::canonicalize(path).is_ok_and(|p| p == req.repo)
+    };
+    if mounted_sources(&req.mountpoint).iter().any(same_repo) {
+        bail!(
+            "{} is already mounted on {}",
+            req.fsname,
+            req.mountpoint.display()
+        );
+    }
+    let log_file = log_file.map(std::path::absolute).transpose()?;
+    let daemon = fork_and_wait(log_file.as_deref(), fail_code)?;
+    // The child from here on.
+    if let Err(e) = mount(&req, Some(daemon.clone())) {
+        let message = format!("{e:#}");
+        if !daemon.failed(&message) {
+            tracing::error!("{message}");
+        }
+        std::process::exit(EXIT_ERROR);
+    }
+    Ok(())
+}
+
+/// The sources of the FUSE file systems mounted on `mountpoint`, from /proc/self/mountinfo.
+pub(crate) fn mounted_sources(mountpoint: &Path) -> Vec<String> {
+    // Spaces, tabs, newlines and backslashes are written as octal escapes.
+    fn unescape(field: &str) -> String {
+        let (b, mut out, mut i) = (field.as_bytes(), Vec::new(), 0);
+        while i < b.len() {
+            let code = b
+                .get(i + 1..i + 4)
+                .and_then(|o| std::str::from_utf8(o).ok());
+            match code.and_then(|o| u8::from_str_radix(o, 8).ok()) {
+                Some(c) if b[i] == b'\\' => {
+                    out.push(c);
+                    i += 4;
+                }
+                _ => {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let target = mountpoint.to_string_lossy();
+    info.lines()
+        .filter_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            let point = unescape(mount.split(' ').nth(4)?);
+            let mut fs = fs.split(' ');
+            let (fstype, source) = (fs.next()?, unescape(fs.next()?));
+            (point == target && (fstype == "fuse" || fstype.starts_with("fuse."))).then_some(source)
+        })
+        .collect()
+}

@@ -1,0 +1,184 @@
+//! The configuration file: `/etc/backupfs/config.toml` unless `--config PATH` or `BACKUPFS_CONFIG` names
+//! another. Every setting is optional; flags and environment variables override the file, the file overrides
+//! the built-in defaults. A missing default file is the same as an empty one; a file named explicitly must exist.
+//!
+//! ```toml
+//! repository = "/srv/backup/repo"        # --repo / BACKUPFS_REPO
+//!
+//! [mount]                                # backupfs mount, mount.fuse.backupfs
+//! allow_other = true                     # --allow-other
+//! threads = 4                            # --threads
+//!
+//! [retention]                            # backupfs prune, when no --keep-* flag is given
+//! keep_daily = 30
+//! keep_weekly = 8
+//! keep_monthly = 12
+//! keep_last = 3
+//! keep_within = "2w"
+//! repack_threshold = 20                  # percent, --repack-threshold
+//!
+//! [accounts.alice]                       # backupfs backup/mount --account alice
+//! source = "/home/alice"                 # what `backup` reads when no SOURCE is given
+//! mountpoint = "/home/alice/admin/backup"  # where `mount` serves when no MOUNTPOINT is given
+//! ```
+//!
+//! Unknown keys are errors (a misspelt `keep_dayly` must not silently keep nothing), reported with the file's
+//! path, line and column.
+
+use crate::prune::policy::{parse_duration, Policy};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where the configuration is read from when neither `--config` nor `BACKUPFS_CONFIG` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/backupfs/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The repository directory.
+    pub repository: Option<PathBuf>,
+    #[serde(default)]
+    pub mount: MountSection,
+    #[serde(default)]
+    pub retention: Retention,
+    /// Per account: where its files are and where its backups are shown.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, Account>,
+    /// The file this was read from (None: built-in defaults only).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountSection {
+    pub allow_other: Option<bool>,
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub keep_last: Option<usize>,
+    pub keep_daily: Option<usize>,
+    pub keep_weekly: Option<usize>,
+    pub keep_monthly: Option<usize>,
+    /// A duration like `30d`, `2w`, `1y6m`, `36h`.
+    pub keep_within: Option<String>,
+    /// Percent of a pack's bytes that must be dead before prune rewrites it.
+    pub repack_threshold: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    pub source: Option<PathBuf>,
+    pub mountpoint: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads `explicit` (which must exist), else the default path if it exists, else returns the defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, must_exist) = match explicit {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text, &path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    /// Parses and checks the text of the file at `path` (which only names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut config: Config = toml::from_str(text).map_err(|e| invalid(one_line(&e, text)))?;
+        if let Some(w) = &config.retention.keep_within {
+            if parse_duration(w).is_none() {
+                return Err(invalid(format!(
+                    "retention.keep_within {w:?} is not a duration like 30d, 2w, 1y6m or 36h"
+                )));
+            }
+        }
+        if let Some(t) = config.retention.repack_threshold {
+            if !(0.0..=100.0).contains(&t) {
+                return Err(invalid(format!(
+                    "retention.repack_threshold {t} is not a percentage between 0 and 100"
+                )));
+            }
+        }
+        if config.mount.threads == Some(0) {
+            return Err(invalid("mount.threads must be at least 1".into()));
+        }
+        for (name, a) in &config.accounts {
+            for (key, p) in [("source", &a.source), ("mountpoint", &a.mountpoint)] {
+                if p.as_ref().is_some_and(|p| !p.is_absolute()) {
+                    return Err(invalid(format!(
+                        "accounts.{name}.{key} must be an absolute path"
+                    )));
+                }
+            }
+        }
+        if config.repository.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return Err(invalid("repository must be an absolute path".into()));
+        }
+        config.path = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// How error messages refer to this configuration.
+    pub fn describe(&self) -> String {
+        match &self.path {
+            Some(p) => p.display().to_string(),
+            None => format!("{DEFAULT_PATH} (absent)"),
+        }
+    }
+
+    pub fn account(&self, name: &str) -> Option<&Account> {
+        self.accounts.get(name)
+    }
+
+    /// The retention policy of `[retention]` (empty when the file sets none).
+    pub fn policy(&self) -> Policy {
+        let r = &self.retention;
+        Policy {
+            last: r.keep_last,
+            daily: r.keep_daily,
+            weekly: r.keep_weekly,
+            monthly: r.keep_monthly,
+            within: r.keep_within.as_deref().and_then(parse_duration),
+        }
+    }
+}
+
+/// toml's messages span several lines (a source excerpt with a caret); errors here are one line.
+fn one_line(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {msg}")
+        }
+        None => msg,
+    }
+}
