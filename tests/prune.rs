@@ -47,19 +47,6 @@ pub fn check_clean(repo: &Path) {
     assert_eq!(code, 0, "check found damage:\n{out}{err}");
 }
 
-/// Incompressible bytes (xorshift), different for every seed.
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect()
-}
-
 /// Six nightly backups of a tree that also gets a fresh 2 MB incompressible file every day.
 fn six_days(t: &TempDir, seed: &str) -> (std::path::PathBuf, std::path::PathBuf, Vec<String>) {
     let src = t.join("src");

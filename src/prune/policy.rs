@@ -55,21 +55,12 @@ pub fn parse_duration(s: &str) -> Option<i64> {
 
 /// ISO 8601 week of a civil date: (ISO year, week).
 fn iso_week(y: i64, m: u32, d: u32) -> (i64, u32) {
-    let days = days_from_civil(y, m, d);
+    let days = naming::days_from_civil(y, m, d);
     let weekday = (days + 3).rem_euclid(7); // 0 = Monday
     let thursday = days - weekday + 3;
     let (ty, _, _) = civil_from_days(thursday);
-    let jan1 = days_from_civil(ty, 1, 1);
+    let jan1 = naming::days_from_civil(ty, 1, 1);
     (ty, ((thursday - jan1) / 7 + 1) as u32)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
 }
 
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
