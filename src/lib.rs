@@ -8,8 +8,11 @@
 //! - `repo`: the `Repository` handle that owns backend, index and caches, returns only verified blobs, and
 //!   commits snapshots in a crash-safe order.
 //! - `backup`: the backup command (walk, chunk, store, commit).
+//! - `prune`, `check`, `repair`: retention and garbage collection, verification, index rebuild. The locking
+//!   scheme that lets them run beside backups and mounts is in `prune` and in the format spec.
 //! - `vfs`: the browsable view of snapshots (names, inode numbers, lookups, reads), testable without FUSE.
 //! - `fuse`: the thin fuser adapter over `vfs`.
+//! - `ops`: what operations need around a mount: the config file, daemonizing with readiness, sd_notify, logs.
 //!
 //! Design decisions that later work relies on:
 //! - Inode numbers are computed, never allocated: a snapshot's ordinal in the high bits and the entry's
