@@ -20,7 +20,7 @@ use crate::format::tree::Tree;
 use crate::format::{BlobId, ChunkId, FormatError, LinksId, PackId, TreeId};
 use crate::index::{CatalogEntry, IndexError, IndexReader, IndexWriter};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -72,6 +72,9 @@ pub struct Repository {
     large_trees: std::sync::Mutex<Vec<(TreeId, Arc<Tree>)>>,
     tree_budget: usize,
     chunks: LruCache<ChunkId, Arc<Vec<u8>>>,
+    /// Chunks being loaded right now, for `chunk`'s single flight.
+    loading:
+        std::sync::Mutex<std::collections::HashMap<ChunkId, Arc<OnceLock<Option<Arc<Vec<u8>>>>>>>,
     links: LruCache<LinksId, Arc<LinkTable>>,
 }
 
@@ -135,6 +138,7 @@ impl Repository {
             large_trees: std::sync::Mutex::new(Vec::new()),
             tree_budget: caches.trees,
             chunks: LruCache::new(caches.chunks),
+            loading: std::sync::Mutex::new(std::collections::HashMap::new()),
             links: LruCache::new(1 << 20),
         })
     }
@@ -248,13 +252,40 @@ impl Repository {
         Some(hit.1)
     }
 
+    /// A verified chunk. Loads are single-flight: the kernel's readahead sends several reads inside one chunk
+    /// to different FUSE threads at once, and without this each of them decoded and hashed the same chunk.
     pub fn chunk(&self, id: ChunkId) -> Result<Arc<Vec<u8>>, RepoError> {
         if let Some(c) = self.chunks.get(&id) {
             return Ok(c);
         }
-        let data = Arc::new(self.read_blob(BlobId::chunk(id))?);
-        self.chunks.insert(id, data.clone(), data.len());
-        Ok(data)
+        let (slot, leader) = {
+            let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+            match loading.get(&id) {
+                Some(slot) => (slot.clone(), false),
+                None => {
+                    let slot = Arc::new(OnceLock::new());
+                    loading.insert(id, slot.clone());
+                    (slot, true)
+                }
+            }
+        };
+        if !leader {
+            // The leader's failure is not cloneable; a follower then reads for itself and gets the full error.
+            if let Some(data) = slot.wait() {
+                return Ok(data.clone());
+            }
+            return self.read_blob(BlobId::chunk(id)).map(Arc::new);
+        }
+        let result = self.read_blob(BlobId::chunk(id)).map(Arc::new);
+        if let Ok(data) = &result {
+            self.chunks.insert(id, data.clone(), data.len());
+        }
+        let _ = slot.set(result.as_ref().ok().cloned());
+        self.loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        result
     }
 
     pub fn link_table(&self, id: LinksId) -> Result<Arc<LinkTable>, RepoError> {
