@@ -17,6 +17,7 @@ unmounted and every process it starts is stopped on exit, Ctrl-C or error.
 
 import argparse
 import contextlib
+import glob
 import hashlib
 import importlib.util
 import json
@@ -177,8 +178,9 @@ def mounted_paths():
 
 
 class Mount:
-    def __init__(self, argv, mnt, env, log_path):
+    def __init__(self, argv, mnt, env, log_path, after_exit=None):
         self.argv, self.mnt, self.env, self.log_path = argv, mnt, env, log_path
+        self.after_exit = after_exit  # called with the daemon's PID once it has exited
         self.proc = None
 
     def start(self):
@@ -239,6 +241,8 @@ class Mount:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(wait)
                     break
+            if self.after_exit and self.proc.poll() is not None:
+                self.after_exit(self.proc.pid)
         if self in Janitor.mounts:
             Janitor.mounts.remove(self)
 
@@ -335,6 +339,20 @@ class Backupfs(System):
 
     def mount_argv(self, mnt):
         return [BACKUPFS, "mount", "--repo", self.repo, "--account", "bench", mnt]
+
+    def mount(self, mnt):
+        return Mount(self.mount_argv(mnt), mnt, self.env, os.path.join(self.dir, "mount.log"),
+                     after_exit=self.remove_leftovers)
+
+    def remove_leftovers(self, pid):
+        """The index reader's RocksDB secondary directory, $TMPDIR/backupfs-index-PID-N, outlives a mount
+        daemon (seen up to commit f8801a2); the bench notes it and removes this daemon's own."""
+        left = glob.glob(os.path.join(tempfile.gettempdir(), f"backupfs-index-{pid}-*"))
+        if left:
+            self.ctx.note(f"backupfs BUG: the mount daemon left {tempfile.gettempdir()}/backupfs-index-PID-N "
+                          f"behind after it exited (the bench removes them)")
+            for path in left:
+                shutil.rmtree(path, ignore_errors=True)
 
     def snapshot_dir(self, mnt):
         return os.path.realpath(os.path.join(mnt, "latest"))

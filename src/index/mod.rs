@@ -199,11 +199,38 @@ fn all_blobs(db: &DB, path: &Path) -> Result<Vec<(BlobId, BlobLocation)>, IndexE
     Ok(out)
 }
 
+/// A fresh directory for a secondary instance's own files. Directories of processes that are gone are removed
+/// on the way: a mount daemon ends without dropping its reader, and a killed process never does.
 fn secondary_dir() -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
+    let tmp = std::env::temp_dir();
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("backupfs-index-"))
+                .and_then(|r| r.split('-').next());
+            if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
     let n = N.fetch_add(1, Ordering::Relaxed);
-    std::env::temp_dir().join(format!("backupfs-index-{}-{n}", std::process::id()))
+    tmp.join(format!("backupfs-index-{}-{n}", std::process::id()))
+}
+
+impl Drop for IndexWriter {
+    /// Flushes the memtable before the lock is released: otherwise every reader that opens the index replays the
+    /// write-ahead log (5 MB after a 1.5 GB first backup: 60-70 ms of mount start-up instead of 7-9 ms).
+    fn drop(&mut self) {
+        if let Err(e) = self.db.flush() {
+            tracing::warn!("index {}: flushing on close: {e}", self.path.display());
+        }
+    }
 }
 
 /// The read-write index, held under the repository's index lock for one commit.
