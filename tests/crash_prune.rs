@@ -159,18 +159,7 @@ fn a_full_disk_fails_backup_and_prune_cleanly() {
         "{err}"
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    let out = bin()
-        .arg("check")
-        .arg("--repo")
-        .arg(&repo)
-        .arg("--read-data")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    check_clean(&repo);
     // Prune with the disk full: it may fail, but must leave the repository consistent.
     std::fs::remove_file(src.join("huge.bin")).unwrap();
     let _ = bin()
@@ -180,18 +169,7 @@ fn a_full_disk_fails_backup_and_prune_cleanly() {
         .args(["--keep-last", "1"])
         .output()
         .unwrap();
-    let out = bin()
-        .arg("check")
-        .arg("--repo")
-        .arg(&repo)
-        .arg("--read-data")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    check_clean(&repo);
     let m = Mount::new(&repo, "default", &t.join("mnt"));
     assert_same_tree(&first, &describe(&m.path.join("2026-11-01")));
 }

@@ -38,15 +38,6 @@ fn prune(repo: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
-pub fn check_clean(repo: &Path) {
-    let (code, out, err) = run(bin()
-        .arg("check")
-        .arg("--repo")
-        .arg(repo)
-        .arg("--read-data"));
-    assert_eq!(code, 0, "check found damage:\n{out}{err}");
-}
-
 /// Six nightly backups of a tree that also gets a fresh 2 MB incompressible file every day.
 fn six_days(t: &TempDir, seed: &str) -> (std::path::PathBuf, std::path::PathBuf, Vec<String>) {
     let src = t.join("src");

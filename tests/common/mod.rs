@@ -157,14 +157,20 @@ impl Mount {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        let mut args = vec!["--account", account];
+        args.extend_from_slice(extra);
+        Self::spawn(repo, &args, mountpoint, env)
+    }
+
+    /// `backupfs mount --repo REPO ARGS MOUNTPOINT`, waited for until the mount lists.
+    fn spawn(repo: &Path, args: &[&str], mountpoint: &Path, env: &[(&str, &str)]) -> Self {
         std::fs::create_dir_all(mountpoint).unwrap();
         let log = mountpoint.with_extension("log");
         let child = bin()
             .arg("mount")
             .arg("--repo")
             .arg(repo)
-            .args(["--account", account])
-            .args(extra)
+            .args(args)
             .arg(mountpoint)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -397,25 +403,7 @@ fn id_of(user: &str, flag: &str) -> u32 {
 /// `backupfs mount` with exactly these arguments before the mount point (`--repo` is added; no `--account` unless
 /// `args` has one), guarded like `Mount::new`.
 pub fn mount_args(repo: &Path, args: &[&str], mountpoint: &Path) -> Mount {
-    std::fs::create_dir_all(mountpoint).unwrap();
-    let log = mountpoint.with_extension("log");
-    let child = bin()
-        .arg("mount")
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .arg(mountpoint)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawn backupfs mount");
-    let mut m = Mount {
-        path: mountpoint.to_path_buf(),
-        log,
-        child: Some(child),
-    };
-    m.wait_ready();
-    m
+    Mount::spawn(repo, args, mountpoint, &[])
 }
 
 /// A field of /proc/PID/status in kB (VmRSS, VmHWM, ...).
@@ -479,4 +467,23 @@ pub fn noise(seed: u64, n: usize) -> Vec<u8> {
             (x >> 32) as u8
         })
         .collect()
+}
+
+/// Asserts that `check --read-data` finds no damage.
+pub fn check_clean(repo: &Path) {
+    let out = bin()
+        .arg("check")
+        .arg("--repo")
+        .arg(repo)
+        .arg("--read-data")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "check found damage:\n{stdout}{stderr}"
+    );
 }
