@@ -11,7 +11,7 @@ use crate::backend::BackendError;
 use crate::format::tree::{Extent, Payload};
 use crate::format::{BlobId, PackId, TreeId};
 use crate::index::{BlobLocation, CatalogEntry};
-use crate::repo::{read_manifest, read_pack_trailer, RepoError, Repository};
+use crate::repo::{read_manifest, read_pack_trailer, Directory, RepoError, Repository};
 use crate::vfs::naming;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -38,6 +38,7 @@ pub fn check(repo: &Repository, read_fraction: f64) -> Result<CheckReport, RepoE
         HashMap::new();
     let mut bad: HashMap<BlobId, String> = HashMap::new();
     let mut seen: HashSet<BlobId> = HashSet::new();
+    let mut paged: Vec<(BlobId, Directory)> = Vec::new();
     for s in &snapshots {
         if let Err(e) = read_manifest(repo.backend(), s.id) {
             report.damage.push(format!(
@@ -63,13 +64,30 @@ pub fn check(repo: &Repository, read_fraction: f64) -> Result<CheckReport, RepoE
                 continue;
             }
             if id.kind == crate::format::BlobKind::Tree {
-                match repo.tree(TreeId(id.hash)) {
-                    Ok(tree) => pending.extend(children(&tree)),
+                match repo.directory(TreeId(id.hash)) {
+                    Ok(Directory::Flat(tree)) => pending.extend(children(&tree)),
+                    Ok(dir) => {
+                        pending.extend(dir.pages().iter().map(|p| BlobId::tree(p.tree)));
+                        paged.push((id, dir));
+                    }
                     Err(e) => {
                         bad.insert(id, e.to_string());
                     }
                 }
             }
+        }
+    }
+    // Whether each page agrees with its index entry; pages that are damaged themselves are reported as such.
+    for (id, dir) in paged {
+        if dir
+            .pages()
+            .iter()
+            .any(|p| bad.contains_key(&BlobId::tree(p.tree)))
+        {
+            continue;
+        }
+        if let Err(e) = dir.check_pages(repo) {
+            bad.insert(id, e.to_string());
         }
     }
     report_damage(repo, &snapshots, &bad, &mut report)?;
@@ -183,15 +201,20 @@ fn find_paths(
     affected: &mut HashMap<BlobId, BTreeSet<String>>,
     depth: usize,
 ) {
-    if bad.contains_key(&BlobId::tree(tree)) {
-        affected
-            .entry(BlobId::tree(tree))
-            .or_default()
-            .insert(format!("{prefix}/"));
-        return;
+    let dir = repo.directory(tree).ok();
+    let pages = dir.iter().flat_map(|d| d.pages().iter().map(|p| p.tree));
+    let blobs = std::iter::once(tree).chain(pages);
+    let damaged: Vec<BlobId> = blobs
+        .map(BlobId::tree)
+        .filter(|b| bad.contains_key(b))
+        .collect();
+    for b in &damaged {
+        affected.entry(*b).or_default().insert(format!("{prefix}/"));
     }
-    let Ok(t) = repo.tree(tree) else { return };
-    for e in &t.entries {
+    let Some(dir) = dir.filter(|_| damaged.is_empty()) else {
+        return;
+    };
+    for e in dir.entries_from(repo, 0).map_while(Result::ok) {
         let path = format!("{prefix}/{}", String::from_utf8_lossy(&e.name));
         match &e.payload {
             Payload::Dir { tree, .. } if depth < 4096 => {

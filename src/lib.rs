@@ -20,6 +20,10 @@
 //!   thus be resolved after a restart without a prior lookup (NFS file handles), and no table grows with use.
 //! - Readers never lock. The index is opened as a RocksDB secondary by readers; writers hold a lock file only for
 //!   the short commit. A mount therefore never blocks a backup or a prune, and vice versa.
+//! - No reader holds a directory whole. Directories of more than a few thousand entries are written as a tree
+//!   index over pages with name-defined boundaries (`format::tree_index`); `repo::Directory` loads one page at a
+//!   time through the byte-budgeted tree cache, so a mount's memory is set by its cache sizes, not by the largest
+//!   directory someone lists, and a file added to a huge Maildir rewrites one page.
 //! - Everything that is not the index is immutable and content-addressed, so caching is always safe and
 //!   verification is a hash comparison.
 

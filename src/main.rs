@@ -167,6 +167,12 @@ enum Command {
         /// Threads serving FUSE requests [default: `threads` in [mount], else 4].
         #[arg(long)]
         threads: Option<usize>,
+        /// Memory for decoded directories, in MiB [default: `tree_cache_mib` in [mount], else 16].
+        #[arg(long, value_name = "MIB")]
+        tree_cache: Option<usize>,
+        /// Memory for decoded file chunks, in MiB [default: `chunk_cache_mib` in [mount], else 32].
+        #[arg(long, value_name = "MIB")]
+        chunk_cache: Option<usize>,
         /// Return once the mount is ready and keep serving in the background (what mount(8) and fstab get
         /// through mount.fuse.backupfs).
         #[arg(long)]
@@ -421,6 +427,8 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
             account,
             allow_other,
             threads,
+            tree_cache,
+            chunk_cache,
             daemon,
             log_file,
             mountpoint,
@@ -444,6 +452,7 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
                 account,
                 allow_other: allow_other || config.mount.allow_other.unwrap_or(false),
                 threads: threads.or(config.mount.threads).unwrap_or(4),
+                caches: config.mount.cache_sizes(tree_cache, chunk_cache),
                 mountpoint,
             };
             if daemon {

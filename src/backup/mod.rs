@@ -126,7 +126,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupSummary, 
             .then(|| progress::Display::start(scope, &counters, estimate));
         let sink = store::BlobSink::start(scope, &shared, workers);
         let mut walker = walk::Walker::new(repo, sink, &counters, root_meta.dev());
-        let prev_tree = previous.and_then(|(tree, _)| repo.tree(tree).ok());
+        let prev_tree = previous.and_then(|(tree, _)| repo.directory(tree).ok());
         let result = walker
             .walk_dir(&source, prev_tree)
             .and_then(|(tree, descendants)| {

@@ -11,8 +11,9 @@ use super::BackupError;
 use crate::format::links::{Link, LinkTable};
 use crate::format::manifest::Stats;
 use crate::format::tree::{Entry, EntryKind, Extent, Payload, Tree, FLAG_HARDLINK};
+use crate::format::tree_index::encode_directory;
 use crate::format::{BlobId, ChunkId, TreeId};
-use crate::repo::Repository;
+use crate::repo::{Directory, Repository};
 use std::collections::HashMap;
 use std::fs::Metadata;
 use std::io;
@@ -20,7 +21,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 /// Why an entry could not be backed up: `Skip` drops just that entry with a warning, `Fatal` ends the backup.
 enum EntryError {
@@ -82,7 +82,7 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
     pub fn walk_dir(
         &mut self,
         path: &Path,
-        prev: Option<Arc<Tree>>,
+        prev: Option<Directory>,
     ) -> Result<(TreeId, u64), BackupError> {
         let first_dfs = self.next_dfs;
         let mut names: Vec<_> = std::fs::read_dir(path)
@@ -105,16 +105,20 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
                 break;
             }
             let child = path.join(&name);
+            // An unreadable previous tree only costs re-reading the files, as if they had changed.
             let prev_entry = prev
                 .as_ref()
-                .and_then(|t| t.find(name.as_bytes()).map(|i| &t.entries[i]));
-            if let Some(entry) = self.entry(&child, name.as_bytes(), prev_entry)? {
+                .and_then(|d| d.find(self.repo, name.as_bytes()).ok().flatten());
+            if let Some(entry) = self.entry(&child, name.as_bytes(), prev_entry.as_deref())? {
                 entries.push(entry);
             }
         }
-        let bytes = Tree::encode(&entries);
-        let id = TreeId::of(&bytes);
-        self.sink.put(BlobId::tree(id), bytes)?;
+        let encoded = encode_directory(&entries);
+        for page in encoded.pages {
+            self.sink.put(BlobId::tree(TreeId::of(&page)), page)?;
+        }
+        let id = TreeId::of(&encoded.root);
+        self.sink.put(BlobId::tree(id), encoded.root)?;
         Ok((id, self.next_dfs - first_dfs))
     }
 
@@ -222,7 +226,7 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
             });
         }
         let prev_tree = match prev.map(|p| &p.payload) {
-            Some(Payload::Dir { tree, .. }) => self.repo.tree(*tree).ok(),
+            Some(Payload::Dir { tree, .. }) => self.repo.directory(*tree).ok(),
             _ => None,
         };
         match self.walk_dir(path, prev_tree) {

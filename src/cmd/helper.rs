@@ -22,6 +22,14 @@ pub(crate) const HELPER_OPTIONS: &[(&str, &str)] = &[
         "Threads serving requests (default: [mount] threads in the configuration file, else 4).",
     ),
     (
+        "tree_cache=MIB",
+        "Memory for decoded directories (default: [mount] tree_cache_mib, else 16).",
+    ),
+    (
+        "chunk_cache=MIB",
+        "Memory for decoded file chunks (default: [mount] chunk_cache_mib, else 32).",
+    ),
+    (
         "config=PATH",
         "Configuration file (default: $BACKUPFS_CONFIG, else /etc/backupfs/config.toml if it exists).",
     ),
@@ -215,6 +223,7 @@ pub(crate) fn helper_main() -> ! {
     }
     let (mut account, mut allow_other, mut threads) = (None, false, None);
     let (mut config_path, mut log) = (None, None);
+    let (mut tree_cache, mut chunk_cache) = (None, None);
     for opt in cli.options.iter().flat_map(|o| o.split(',')) {
         let (name, value) = match opt.split_once('=') {
             Some((n, v)) => (n, Some(v)),
@@ -228,6 +237,11 @@ pub(crate) fn helper_main() -> ! {
                 Ok(n) if n > 0 => threads = Some(n),
                 _ => usage(format!("option threads={v}: not a positive number")),
             },
+            ("tree_cache" | "chunk_cache", Some(v)) => match v.parse::<usize>() {
+                Ok(n) if name == "tree_cache" => tree_cache = Some(n),
+                Ok(n) => chunk_cache = Some(n),
+                _ => usage(format!("option {name}={v}: not a number of MiB")),
+            },
             ("config", Some(v)) => config_path = Some(PathBuf::from(v)),
             ("log", Some(v)) => log = Some(PathBuf::from(v)),
             ("rw", None) => {
@@ -237,7 +251,7 @@ pub(crate) fn helper_main() -> ! {
             (n, Some(_)) if n.starts_with("x-") || n == "comment" => {}
             _ if cli.sloppy => tracing::warn!("ignoring unknown mount option {opt:?}"),
             _ => usage(format!(
-                "unknown mount option {opt:?} (known: account=NAME, allow_other, threads=N, config=PATH, log=PATH)"
+                "unknown mount option {opt:?} (known: account=NAME, allow_other, threads=N, tree_cache=MIB, chunk_cache=MIB, config=PATH, log=PATH)"
             )),
         }
     }
@@ -253,6 +267,7 @@ pub(crate) fn helper_main() -> ! {
         account,
         allow_other: allow_other || config.mount.allow_other.unwrap_or(false),
         threads: threads.or(config.mount.threads).unwrap_or(4),
+        caches: config.mount.cache_sizes(tree_cache, chunk_cache),
         mountpoint: cli.mountpoint,
     };
     if cli.fake {

@@ -9,6 +9,7 @@ pub(crate) struct MountRequest {
     pub(crate) account: Option<String>,
     pub(crate) allow_other: bool,
     pub(crate) threads: usize,
+    pub(crate) caches: CacheSizes,
     pub(crate) mountpoint: PathBuf,
     /// The mount's source as mountinfo, df and findmnt show it.
     pub(crate) fsname: String,
@@ -24,7 +25,7 @@ pub(crate) fn mount(req: &MountRequest, daemon: Option<Daemon>) -> Result<()> {
     if !meta.is_dir() {
         bail!("mount point {} is not a directory", mountpoint.display());
     }
-    let repo = Arc::new(open_path(&req.repo)?);
+    let repo = Arc::new(Repository::open(&req.repo, req.caches)?);
     let scope = req.account.clone().map_or(Scope::All, Scope::Account);
     let vfs = Arc::new(Vfs::new(repo, scope, MountRoot::of(&meta))?);
     static UNUSABLE: AtomicBool = AtomicBool::new(false);

@@ -13,6 +13,9 @@ pub const PACK_HEADER: [u8; 8] = *b"BKFSPACK";
 pub const PACK_FOOTER: [u8; 8] = *b"BKFSPEND";
 /// First bytes of a tree blob's plaintext.
 pub const TREE: [u8; 8] = *b"BKFSTREE";
+/// First bytes of a tree index blob's plaintext (a large directory's pages); shares the tree blob kind, so the
+/// magic is what tells the two apart.
+pub const TREE_INDEX: [u8; 8] = *b"BKFSTIDX";
 /// First bytes of a hardlink table blob's plaintext.
 pub const LINKS: [u8; 8] = *b"BKFSLINK";
 /// First bytes of a snapshot manifest.
@@ -23,6 +26,7 @@ pub const MANIFEST: [u8; 8] = *b"BKFSSNAP";
 pub const CONFIG_VERSION: u32 = 1;
 pub const PACK_VERSION: u32 = 1;
 pub const TREE_VERSION: u32 = 1;
+pub const TREE_INDEX_VERSION: u32 = 1;
 pub const LINKS_VERSION: u32 = 1;
 pub const MANIFEST_VERSION: u32 = 1;
 /// Version of the RocksDB index's key layout, stored under the index's `V` key.

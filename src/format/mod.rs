@@ -8,6 +8,7 @@ pub mod magic;
 pub mod manifest;
 pub mod pack;
 pub mod tree;
+pub mod tree_index;
 
 pub use ids::{BlobId, BlobKind, ChunkId, LinksId, PackId, SnapshotId, TreeId};
 

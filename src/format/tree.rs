@@ -363,19 +363,39 @@ impl Tree {
         (rel <= self.dfs_offsets[i] + self.entries[i].descendants()).then_some(i)
     }
 
-    /// Approximate heap size, for the cache's byte budget.
+    /// Heap bytes the decoded tree occupies (allocator overhead included), for the cache's byte budget: an
+    /// estimate that undercounts lets a cache hold more than its budget says.
     pub fn heap_size(&self) -> usize {
+        let per_entry = std::mem::size_of::<Entry>() + std::mem::size_of::<u64>();
         self.entries
             .iter()
-            .map(|e| 160 + e.name.len() + extents_len(e) * 48)
+            .map(|e| {
+                let xattrs: usize = e
+                    .xattrs
+                    .iter()
+                    .map(|(n, v)| allocation(n.len()) + allocation(v.len()))
+                    .sum();
+                let payload = match &e.payload {
+                    Payload::File { extents } => {
+                        allocation(extents.len() * std::mem::size_of::<Extent>())
+                    }
+                    Payload::Symlink { target } => allocation(target.len()),
+                    _ => 0,
+                };
+                let xattr_vec =
+                    allocation(e.xattrs.len() * std::mem::size_of::<(Vec<u8>, Vec<u8>)>());
+                per_entry + allocation(e.name.len()) + xattr_vec + xattrs + payload
+            })
             .sum()
     }
 }
 
-fn extents_len(e: &Entry) -> usize {
-    match &e.payload {
-        Payload::File { extents } => extents.len(),
-        _ => 0,
+/// What glibc's malloc takes for `n` bytes: an 8-byte header, 16-byte granules, 32 bytes at least (none for 0).
+fn allocation(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        ((n + 8 + 15) & !15).max(32)
     }
 }
 

@@ -8,6 +8,8 @@
 //! [mount]                                # backupfs mount, mount.fuse.backupfs
 //! allow_other = true                     # --allow-other
 //! threads = 4                            # --threads
+//! tree_cache_mib = 16                    # --tree-cache: decoded directories kept in memory
+//! chunk_cache_mib = 32                   # --chunk-cache: decoded file chunks kept in memory
 //!
 //! [retention]                            # backupfs prune, when no --keep-* flag is given
 //! keep_daily = 30
@@ -66,6 +68,24 @@ pub struct Config {
 pub struct MountSection {
     pub allow_other: Option<bool>,
     pub threads: Option<usize>,
+    pub tree_cache_mib: Option<usize>,
+    pub chunk_cache_mib: Option<usize>,
+}
+
+impl MountSection {
+    /// The cache budgets, from flags (MiB) first, then this section, then the built-in defaults.
+    pub fn cache_sizes(
+        &self,
+        tree_mib: Option<usize>,
+        chunk_mib: Option<usize>,
+    ) -> crate::repo::CacheSizes {
+        let default = crate::repo::CacheSizes::default();
+        let bytes = |mib: Option<usize>, dflt: usize| mib.map_or(dflt, |m| m << 20);
+        crate::repo::CacheSizes {
+            trees: bytes(tree_mib.or(self.tree_cache_mib), default.trees),
+            chunks: bytes(chunk_mib.or(self.chunk_cache_mib), default.chunks),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -2,11 +2,13 @@
 //! the filesystem reach the data only through it, and every blob it returns has been checked against its id.
 
 mod commit;
+mod dir;
 mod locks;
 mod packs;
 mod reach;
 
 pub use commit::{commit_snapshot, NewPack};
+pub use dir::{Directory, EntryRef};
 pub use locks::{BackupMarker, ExclusiveLock};
 pub use packs::{read_manifest, read_pack_trailer, reconcile, Reconciled};
 pub use reach::mark_live;
@@ -17,6 +19,7 @@ use crate::format::config::Config;
 use crate::format::links::LinkTable;
 use crate::format::pack::decompress;
 use crate::format::tree::Tree;
+use crate::format::tree_index::{is_tree_index, TreeIndex};
 use crate::format::{BlobId, ChunkId, FormatError, LinksId, PackId, TreeId};
 use crate::index::{CatalogEntry, IndexError, IndexReader, IndexWriter};
 use std::path::{Path, PathBuf};
@@ -38,6 +41,8 @@ pub enum RepoError {
     BlobMissing { id: BlobId },
     #[error("{id} in pack {pack}: content does not match its id")]
     BlobCorrupt { id: BlobId, pack: PackId },
+    #[error("tree index {id}: {what}")]
+    TreeIndex { id: TreeId, what: String },
     #[error("{path} is held by another prune or index repair")]
     Locked { path: PathBuf },
 }
@@ -66,10 +71,10 @@ pub struct Repository {
     backend: Box<dyn Backend>,
     /// Replaced as a whole when it cannot follow the writers any more (after an index repair).
     index: RwLock<IndexReader>,
-    trees: LruCache<TreeId, Arc<Tree>>,
+    trees: LruCache<TreeId, Directory>,
     /// Directories too large for `trees` (hundreds of thousands of entries): the two used last. In the LRU they
     /// would evict every small tree, including the ones each path resolution needs, and be evicted in turn.
-    large_trees: std::sync::Mutex<Vec<(TreeId, Arc<Tree>)>>,
+    large_trees: std::sync::Mutex<Vec<(TreeId, Directory)>>,
     tree_budget: usize,
     chunks: LruCache<ChunkId, Arc<Vec<u8>>>,
     /// Chunks being loaded right now, for `chunk`'s single flight.
@@ -220,31 +225,40 @@ impl Repository {
         Ok(plain)
     }
 
-    pub fn tree(&self, id: TreeId) -> Result<Arc<Tree>, RepoError> {
-        if let Some(t) = self.trees.get(&id) {
-            return Ok(t);
+    /// A directory's tree blob: a whole tree, or the index of a paged directory (whose pages load on demand).
+    pub fn directory(&self, id: TreeId) -> Result<Directory, RepoError> {
+        if let Some(d) = self.trees.get(&id) {
+            return Ok(d);
         }
-        if let Some(t) = self.large_tree(id) {
-            return Ok(t);
+        if let Some(d) = self.large_tree(id) {
+            return Ok(d);
         }
         let bytes = self.read_blob(BlobId::tree(id))?;
-        let tree = Tree::decode(&bytes).map_err(|source| RepoError::Format {
+        let format_error = |source| RepoError::Format {
             object: format!("tree {id}"),
             source,
-        })?;
-        let tree = Arc::new(tree);
-        let size = tree.heap_size();
+        };
+        let (dir, size) = if is_tree_index(&bytes) {
+            let index = Arc::new(TreeIndex::decode(&bytes).map_err(format_error)?);
+            let size = index.heap_size();
+            (Directory::Paged { id, index }, size)
+        } else {
+            let tree = Arc::new(Tree::decode(&bytes).map_err(format_error)?);
+            let size = tree.heap_size();
+            (Directory::Flat(tree), size)
+        };
         if size > self.tree_budget / 4 {
+            // Only flat trees of old or foreign writers get here: written trees are paged long before.
             let mut large = self.large_trees.lock().unwrap_or_else(|p| p.into_inner());
-            large.insert(0, (id, tree.clone()));
+            large.insert(0, (id, dir.clone()));
             large.truncate(2);
         } else {
-            self.trees.insert(id, tree.clone(), size);
+            self.trees.insert(id, dir.clone(), size);
         }
-        Ok(tree)
+        Ok(dir)
     }
 
-    fn large_tree(&self, id: TreeId) -> Option<Arc<Tree>> {
+    fn large_tree(&self, id: TreeId) -> Option<Directory> {
         let mut large = self.large_trees.lock().unwrap_or_else(|p| p.into_inner());
         let i = large.iter().position(|(k, _)| *k == id)?;
         let hit = large.remove(i);

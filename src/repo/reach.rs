@@ -26,7 +26,12 @@ pub fn mark_live(
         if !live.insert(BlobId::tree(id)) {
             continue;
         }
-        let tree = repo.tree(id)?;
+        let dir = repo.directory(id)?;
+        // A paged directory's entries are reached through its pages, which are tree blobs themselves.
+        pending.extend(dir.pages().iter().map(|p| p.tree));
+        let super::Directory::Flat(tree) = dir else {
+            continue;
+        };
         for e in &tree.entries {
             match &e.payload {
                 Payload::Dir { tree, .. } => pending.push(*tree),

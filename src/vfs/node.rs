@@ -2,8 +2,9 @@
 
 use super::inode::{self, Ino};
 use super::{Listing, Scope, SnapInfo, Vfs, VfsError};
-use crate::format::tree::{Entry, EntryKind, Payload, Timestamp, Tree};
+use crate::format::tree::{Entry, EntryKind, Payload, Timestamp};
 use crate::format::TreeId;
+use crate::repo::EntryRef;
 use std::sync::Arc;
 
 /// What `stat` shows, independent of FUSE's types.
@@ -42,15 +43,15 @@ pub(super) enum Node {
 pub(super) struct EntryNode {
     snap: Arc<SnapInfo>,
     dfs: u64,
-    /// The directory holding the entry and its index there; None for the snapshot's root directory.
-    place: Option<(Arc<Tree>, usize)>,
+    /// The entry in its directory; None for the snapshot's root directory.
+    place: Option<EntryRef>,
     parent_dfs: u64,
 }
 
 impl EntryNode {
     fn entry(&self) -> &Entry {
         match &self.place {
-            Some((tree, i)) => &tree.entries[*i],
+            Some(e) => e,
             None => &self.snap.manifest.root,
         }
     }
@@ -104,19 +105,21 @@ impl Vfs {
         let mut tree_id = dir_tree(&snap.manifest.root)?;
         let mut base = 0;
         loop {
-            let tree = self.repo.tree(tree_id)?;
-            let i = tree.entry_spanning(dfs - base).ok_or(VfsError::NotFound)?;
-            let child_dfs = base + tree.dfs_offsets[i];
-            on_name(&tree.entries[i].name);
+            let dir = self.repo.directory(tree_id)?;
+            let e = dir
+                .spanning(&self.repo, dfs - base)?
+                .ok_or(VfsError::NotFound)?;
+            let child_dfs = base + e.rel_dfs;
+            on_name(&e.name);
             if child_dfs == dfs {
                 return Ok(EntryNode {
                     snap,
                     dfs,
-                    place: Some((tree, i)),
+                    place: Some(e),
                     parent_dfs: base,
                 });
             }
-            tree_id = dir_tree(&tree.entries[i]).map_err(|_| VfsError::NotFound)?;
+            tree_id = dir_tree(&e).map_err(|_| VfsError::NotFound)?;
             base = child_dfs;
         }
     }
@@ -149,7 +152,7 @@ impl Vfs {
         let e = node.entry();
         let mut dfs = node.dfs;
         let nlink = match e.kind {
-            EntryKind::Dir => 2 + self.repo.tree(dir_tree(e)?)?.subdirs,
+            EntryKind::Dir => 2 + self.repo.directory(dir_tree(e)?)?.subdirs(),
             _ if e.is_hardlinked() => match node.snap.link_table(&self.repo)?.get(e.source_ino) {
                 Some(link) => {
                     dfs = link.dfs;
@@ -279,13 +282,12 @@ impl Vfs {
             }
             Node::Latest(_) => Err(VfsError::NotDirectory),
             Node::Entry(dir) => {
-                let tree = self.repo.tree(dir_tree(dir.entry())?)?;
-                let i = tree.find(name).ok_or(VfsError::NotFound)?;
-                let dfs = dir.dfs + tree.dfs_offsets[i];
+                let entries = self.repo.directory(dir_tree(dir.entry())?)?;
+                let e = entries.find(&self.repo, name)?.ok_or(VfsError::NotFound)?;
                 self.entry_attr(&EntryNode {
                     snap: dir.snap.clone(),
-                    dfs,
-                    place: Some((tree, i)),
+                    dfs: dir.dfs + e.rel_dfs,
+                    place: Some(e),
                     parent_dfs: dir.dfs,
                 })
             }
@@ -303,7 +305,7 @@ impl Vfs {
         let node = self.resolve(ino)?;
         let tree = match &node {
             Node::Latest(_) => return Err(VfsError::NotDirectory),
-            Node::Entry(dir) => Some(self.repo.tree(dir_tree(dir.entry())?)?),
+            Node::Entry(dir) => Some(self.repo.directory(dir_tree(dir.entry())?)?),
             Node::Accounts | Node::Listing(_) => None,
         };
         let dots = [(&b"."[..], ino), (&b".."[..], self.parent(ino)?)];
@@ -319,21 +321,22 @@ impl Vfs {
         }
         let first = (offset as usize).saturating_sub(2);
         match (node, tree) {
-            (Node::Entry(dir), Some(tree)) => {
-                // Only the part of a large directory that the reply asks for is turned into items.
-                for (i, e) in tree.entries.iter().enumerate().skip(first) {
-                    let dfs = dir.dfs + tree.dfs_offsets[i];
+            (Node::Entry(dir), Some(entries)) => {
+                // Only the part of a large directory that the reply asks for is decoded and turned into items.
+                for e in entries.entries_from(&self.repo, first as u64) {
+                    let e = e?;
+                    let (name, kind, next_offset) = (e.name.clone(), e.kind, 3 + e.position);
                     let child = EntryNode {
                         snap: dir.snap.clone(),
-                        dfs,
-                        place: Some((tree.clone(), i)),
+                        dfs: dir.dfs + e.rel_dfs,
+                        place: Some(e),
                         parent_dfs: dir.dfs,
                     };
                     let item = DirItem {
-                        name: e.name.clone(),
+                        name,
                         ino: self.listing_ino(&child)?,
-                        kind: e.kind,
-                        next_offset: 3 + i as u64,
+                        kind,
+                        next_offset,
                     };
                     if add(item) {
                         break;
