@@ -44,10 +44,12 @@ impl<K: Hash + Eq + Clone, V: Clone> LruCache<K, V> {
         Some(value.clone())
     }
 
-    /// Inserts `value` of roughly `size` bytes, evicting the least recently used entries beyond capacity.
-    pub fn insert(&self, key: K, value: V, size: usize) {
+    /// Inserts `value` of roughly `size` bytes, evicting the least recently used entries beyond capacity; returns
+    /// what it evicted (so that the caller may reuse their memory).
+    pub fn insert(&self, key: K, value: V, size: usize) -> Vec<V> {
+        let mut evicted = Vec::new();
         if size > self.capacity {
-            return;
+            return evicted;
         }
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *guard;
@@ -63,10 +65,12 @@ impl<K: Hash + Eq + Clone, V: Clone> LruCache<K, V> {
             let Some((_, oldest)) = inner.order.pop_first() else {
                 break;
             };
-            if let Some((_, s, _)) = inner.map.remove(&oldest) {
+            if let Some((v, s, _)) = inner.map.remove(&oldest) {
                 inner.bytes -= s;
+                evicted.push(v);
             }
         }
+        evicted
     }
 }
 

@@ -236,9 +236,14 @@ impl Filesystem for BackupFs {
         let Some(file) = self.open_file(fh) else {
             return reply.error(Errno::EBADF);
         };
-        match self.vfs.read(&file, offset, size as usize) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(self.fail(&format!("read at {offset}"), ino.0, &e)),
+        let mut reply = Some(reply);
+        let sent = self.vfs.read_with(&file, offset, size as usize, |data| {
+            if let Some(r) = reply.take() {
+                r.data(data)
+            }
+        });
+        if let (Err(e), Some(r)) = (sent, reply) {
+            r.error(self.fail(&format!("read at {offset}"), ino.0, &e));
         }
     }
 
@@ -512,6 +517,7 @@ pub fn block_termination_signals() -> libc::sigset_t {
 /// Chunk buffers are 1-4 MiB and are freed as fast as they are made, on several threads. glibc would raise its
 /// mmap threshold after the first such free and then keep them in per-thread arenas for good; a fixed threshold
 /// returns them to the system, so the daemon's memory is its caches' budget and not the allocation history.
+/// What that costs in page faults the repository avoids by reusing evicted chunks' buffers (`repo::spare`).
 fn bound_heap_growth() {
     // SAFETY: mallopt only changes allocator parameters; called before the serving threads start.
     unsafe {
