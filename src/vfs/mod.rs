@@ -249,6 +249,11 @@ impl Vfs {
             .cloned()
     }
 
+    /// The inode numbers of every `latest` symlink, whose targets change when a snapshot is added or pruned.
+    pub fn latest_inodes(&self) -> Vec<u64> {
+        self.listings().iter().map(|l| l.latest_ino).collect()
+    }
+
     /// The account directories of a mount of all accounts.
     fn listings(&self) -> Vec<Arc<Listing>> {
         self.catalog

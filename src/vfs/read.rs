@@ -15,6 +15,13 @@ pub struct OpenFile {
     starts: Vec<u64>,
 }
 
+impl OpenFile {
+    /// Approximate heap size, for caches of open files.
+    pub fn heap_size(&self) -> usize {
+        64 + self.extents.len() * (std::mem::size_of::<Extent>() + 8)
+    }
+}
+
 impl Vfs {
     pub fn open(&self, ino: u64) -> Result<OpenFile, VfsError> {
         let entry = self.file_entry(ino)?;
