@@ -44,6 +44,12 @@ impl<K: Hash + Eq + Clone, V: Clone> LruCache<K, V> {
         Some(value.clone())
     }
 
+    /// Whether `key` is cached, without counting as a use.
+    pub fn contains(&self, key: &K) -> bool {
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        guard.map.contains_key(key)
+    }
+
     /// Inserts `value` of roughly `size` bytes, evicting the least recently used entries beyond capacity; returns
     /// what it evicted (so that the caller may reuse their memory).
     pub fn insert(&self, key: K, value: V, size: usize) -> Vec<V> {

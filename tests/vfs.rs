@@ -2,6 +2,8 @@
 
 mod common;
 
+use backupfs::format::tree::Extent;
+use backupfs::format::ChunkId;
 use backupfs::repo::{CacheSizes, Repository};
 use backupfs::vfs::{inode, MountRoot, Scope, Vfs, VfsError};
 use common::*;
@@ -110,4 +112,50 @@ fn resolves_reads_and_renumbers_identically_in_a_fresh_view() {
         fresh.lookup(dir, b"nope"),
         Err(VfsError::NotFound)
     ));
+}
+
+#[test]
+fn a_read_in_the_second_half_of_a_chunk_loads_the_next_chunks_ahead() {
+    let t = TempDir::new("prefetch");
+    let src = t.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("big.bin"), noise(11, 12 << 20)).unwrap();
+    let repo = t.join("repo");
+    init_repo(&repo);
+    backup(&repo, "default", &src, Some("2026-11-20T03:00:00Z"));
+    let vfs = open_vfs(&repo);
+    let file = vfs.open(lookup_path(&vfs, "2026-11-20/big.bin")).unwrap();
+    let chunks: Vec<(ChunkId, u64)> = file
+        .extents()
+        .iter()
+        .map(|e| match e {
+            Extent::Data { id, len } => (*id, *len as u64),
+            Extent::Hole { .. } => panic!("noise has no holes"),
+        })
+        .collect();
+    assert!(chunks.len() >= 4, "{} chunks", chunks.len());
+    let ready = |k: usize| vfs.repo().chunk_is_cached_or_loading(chunks[k].0);
+    // The first half of a chunk is not taken as a sequential read; the second half is.
+    vfs.read(&file, 0, 1000).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !ready(1),
+        "prefetched after a read at the start of the first chunk"
+    );
+    let half = chunks[0].1 / 2;
+    vfs.read(&file, half, (chunks[0].1 - half) as usize)
+        .unwrap();
+    wait_until(
+        "chunks 1 and 2 prefetched",
+        std::time::Duration::from_secs(10),
+        || ready(1) && ready(2),
+    );
+    assert!(!ready(3), "prefetched more than two chunks ahead");
+    let want = std::fs::read(src.join("big.bin")).unwrap();
+    let second = chunks[1].1 as usize;
+    let got = vfs.read(&file, chunks[0].1, second).unwrap();
+    assert_eq!(
+        got,
+        want[chunks[0].1 as usize..chunks[0].1 as usize + second]
+    );
 }

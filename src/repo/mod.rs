@@ -305,6 +305,12 @@ impl Repository {
         Some(hit.1)
     }
 
+    /// Whether `chunk(id)` would not start a load: it is cached, or another thread is loading it.
+    pub fn chunk_is_cached_or_loading(&self, id: ChunkId) -> bool {
+        self.chunks.contains(&id)
+            || (self.loading.lock().unwrap_or_else(|p| p.into_inner())).contains_key(&id)
+    }
+
     /// A verified chunk. Loads are single-flight: the kernel's readahead sends several reads inside one chunk
     /// to different FUSE threads at once, and without this each of them decoded and hashed the same chunk.
     pub fn chunk(&self, id: ChunkId) -> Result<Arc<Vec<u8>>, RepoError> {

@@ -5,6 +5,7 @@
 pub mod inode;
 pub mod naming;
 mod node;
+mod prefetch;
 mod read;
 
 pub use node::{Attr, DirItem};
@@ -119,13 +120,14 @@ pub struct Vfs {
     names: Mutex<HashMap<u64, String>>,
     /// Owner of the mount root, account directories and `latest`, and the root's mode: the mount point's, so that
     /// a user owns their backup view and a private mount point stays private.
-    /// owns their backup view.
     root: MountRoot,
+    prefetch: prefetch::Prefetcher,
 }
 
 impl Vfs {
     pub fn new(repo: Arc<Repository>, scope: Scope, root: MountRoot) -> Result<Self, VfsError> {
         let vfs = Self {
+            prefetch: prefetch::Prefetcher::new(repo.clone()),
             repo,
             scope,
             catalog: RwLock::new(Catalog::default()),

@@ -7,6 +7,9 @@ use crate::format::{BlobId, ChunkId};
 use crate::repo::RepoError;
 use std::sync::Arc;
 
+/// How many chunks past the one being read are loaded ahead: two keep both cores of a small machine busy.
+const PREFETCH_CHUNKS: usize = 2;
+
 pub struct OpenFile {
     pub ino: u64,
     pub size: u64,
@@ -16,6 +19,11 @@ pub struct OpenFile {
 }
 
 impl OpenFile {
+    /// The file's content, extent by extent.
+    pub fn extents(&self) -> &[Extent] {
+        &self.extents
+    }
+
     /// Approximate heap size, for caches of open files.
     pub fn heap_size(&self) -> usize {
         64 + self.extents.len() * (std::mem::size_of::<Extent>() + 8)
@@ -61,6 +69,7 @@ impl Vfs {
             return Ok(reply(&[]));
         }
         let i = file.starts.partition_point(|&s| s <= offset) - 1;
+        self.prefetch_after(file, i, end);
         let within = offset - file.starts[i];
         if let Extent::Data { id, len } = file.extents[i] {
             if end - file.starts[i] <= len as u64 {
@@ -87,6 +96,20 @@ impl Vfs {
             i += 1;
         }
         Ok(reply(&out))
+    }
+
+    /// A read that reaches the second half of extent `i` is probably sequential: the next chunks are started on
+    /// other cores so that they are ready when the kernel asks (see `prefetch`).
+    fn prefetch_after(&self, file: &OpenFile, i: usize, end: u64) {
+        if end < file.starts[i] + file.extents[i].len() / 2 {
+            return;
+        }
+        let next = file.extents.iter().skip(i + 1).take(PREFETCH_CHUNKS);
+        for extent in next {
+            if let Extent::Data { id, .. } = extent {
+                self.prefetch.request(*id);
+            }
+        }
     }
 
     /// A chunk whose length is what the tree says (its content was verified against its id on loading).

@@ -1,0 +1,65 @@
+//! Sequential prefetch: while the kernel takes one chunk of a file, the next ones are decoded on other cores.
+//!
+//! A chunk read is a pack read, zstd decompression and a BLAKE3 check, about a millisecond per MiB on one core;
+//! the kernel's readahead asks for the next chunk only once it reaches it, so without prefetch a sequential read
+//! runs at one core's decoding speed however many cores are idle. The prefetched chunks land in the chunk
+//! cache (single-flight: a read that arrives while one is loading waits for it instead of decoding it again),
+//! so memory stays within the cache's budget. Failures are left to the read that needs the chunk, which
+//! reports them.
+
+use crate::format::ChunkId;
+use crate::repo::Repository;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Chunks queued beyond what the workers are decoding; more are dropped (the read will load them itself).
+const QUEUE: usize = 4;
+
+pub(super) struct Prefetcher {
+    repo: Arc<Repository>,
+    /// Started with the first request, so that commands which never read files start no threads.
+    queue: OnceLock<SyncSender<ChunkId>>,
+}
+
+impl Prefetcher {
+    pub(super) fn new(repo: Arc<Repository>) -> Self {
+        Self {
+            repo,
+            queue: OnceLock::new(),
+        }
+    }
+
+    /// Asks for `id` to be loaded in the background, unless it is cached or loading already.
+    pub(super) fn request(&self, id: ChunkId) {
+        if self.repo.chunk_is_cached_or_loading(id) {
+            return;
+        }
+        let queue = self.queue.get_or_init(|| self.start());
+        let _ = queue.try_send(id);
+    }
+
+    fn start(&self) -> SyncSender<ChunkId> {
+        let (tx, rx) = sync_channel(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        for i in 0..workers {
+            let (repo, rx) = (self.repo.clone(), rx.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("prefetch-{i}"))
+                .spawn(move || work(&repo, &rx));
+            if let Err(e) = spawned {
+                tracing::warn!("starting a prefetch thread: {e}");
+            }
+        }
+        tx
+    }
+}
+
+/// Loads requested chunks until the Prefetcher (and with it the sender) is dropped.
+fn work(repo: &Repository, requests: &Mutex<Receiver<ChunkId>>) {
+    loop {
+        let next = requests.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(id) = next else { return };
+        let _ = repo.chunk(id);
+    }
+}
