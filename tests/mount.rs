@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn mounted_snapshot_equals_source_and_cp_a_restores_it() {
@@ -350,4 +351,62 @@ fn sigterm_while_busy_detaches_and_exits_once_the_last_file_closes() {
         m.stop().success(),
         "daemon did not exit cleanly after the last file closed"
     );
+}
+
+/// Whether the first page of `path` is in the page cache (mincore of a mapping, which reads nothing).
+fn first_page_cached(path: &std::path::Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).unwrap();
+    // SAFETY: a fresh read-only mapping of one page of an open file, unmapped before returning; mincore writes
+    // one byte into `vec`.
+    unsafe {
+        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            page,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(map, libc::MAP_FAILED, "mmap {}", path.display());
+        let mut vec = [0u8; 1];
+        assert_eq!(libc::mincore(map, page, vec.as_mut_ptr()), 0);
+        libc::munmap(map, page);
+        vec[0] & 1 == 1
+    }
+}
+
+#[test]
+fn reading_a_small_file_whole_stores_the_next_ones_in_the_page_cache() {
+    let t = TempDir::new("store-ahead");
+    let src = t.join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..20u64 {
+        fs::write(src.join(format!("d/f{i:02}")), noise(100 + i, 5000)).unwrap();
+    }
+    let repo = t.join("repo");
+    init_repo(&repo);
+    backup(&repo, "default", &src, Some("2026-11-20T03:00:00Z"));
+    let m = Mount::new(&repo, "default", &t.join("mnt"));
+    let d = m.path.join("2026-11-20/d");
+    // As cp does: list the directory (the kernel learns the files' inodes), then read file by file.
+    assert_eq!(fs::read_dir(&d).unwrap().count(), 20);
+    assert!(!first_page_cached(&d.join("f01")), "cached before any read");
+    assert_eq!(fs::read(d.join("f00")).unwrap(), noise(100, 5000));
+    wait_until(
+        "the next files stored in the page cache",
+        Duration::from_secs(5),
+        || (1..=3).all(|i| first_page_cached(&d.join(format!("f{i:02}")))),
+    );
+    assert!(
+        !first_page_cached(&d.join("f15")),
+        "stored far beyond what was read"
+    );
+    for i in 1..=3u64 {
+        assert_eq!(
+            fs::read(d.join(format!("f{i:02}"))).unwrap(),
+            noise(100 + i, 5000)
+        );
+    }
 }

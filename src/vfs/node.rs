@@ -456,6 +456,19 @@ impl Vfs {
         }
     }
 
+    /// Regular files of 1 to `max_size` bytes among the `span` entries that follow `ino` in its snapshot's
+    /// depth-first order (the order `cp -r` and `find` visit them), as (inode number, size).
+    pub fn small_files_after(&self, ino: u64, span: u64, max_size: u64) -> Vec<(u64, u64)> {
+        let Ino::Entry { ordinal, dfs } = inode::decode(ino) else {
+            return Vec::new();
+        };
+        (dfs + 1..=dfs + span)
+            .filter_map(|next| self.getattr(inode::encode(ordinal, next)?).ok())
+            .filter(|a| a.kind == EntryKind::File && (1..=max_size).contains(&a.size))
+            .map(|a| (a.ino, a.size))
+            .collect()
+    }
+
     pub(super) fn file_entry(&self, ino: u64) -> Result<Entry, VfsError> {
         match self.resolve(ino)? {
             Node::Entry(n) if n.entry().kind == EntryKind::File => Ok(n.entry().clone()),

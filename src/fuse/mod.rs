@@ -3,6 +3,8 @@
 //! One errno mapping (`errno`), one log line per failed request (`fail`). Missing names are ordinary traffic
 //! (shells probe for files all the time) and are not logged; damage is logged with the inode's path.
 
+mod store_ahead;
+
 use crate::cache::LruCache;
 use crate::format::tree::{EntryKind, Timestamp};
 use crate::vfs::{inode, Attr, OpenFile, Vfs, VfsError};
@@ -35,6 +37,8 @@ pub struct BackupFs {
     /// reads then come with no handle and find their file here, by inode.
     no_open: bool,
     by_ino: LruCache<u64, Arc<OpenFile>>,
+    /// Hints for `store_ahead`, once the session (which owns the notifier) has started it.
+    store_ahead: Arc<std::sync::OnceLock<std::sync::mpsc::SyncSender<u64>>>,
 }
 
 fn errno(e: &VfsError) -> Errno {
@@ -112,6 +116,7 @@ impl BackupFs {
             next_fh: AtomicU64::new(1),
             no_open: false,
             by_ino: LruCache::new(1 << 20),
+            store_ahead: Arc::default(),
         }
     }
 
@@ -273,8 +278,15 @@ impl Filesystem for BackupFs {
                 r.data(data)
             }
         });
-        if let (Err(e), Some(r)) = (sent, reply) {
-            r.error(self.fail(&format!("read at {offset}"), ino.0, &e));
+        match (sent, reply) {
+            (Err(e), Some(r)) => r.error(self.fail(&format!("read at {offset}"), ino.0, &e)),
+            // A small file read whole: the next ones are probably wanted too.
+            (Ok(()), None) if offset == 0 && file.size <= store_ahead::MAX_FILE => {
+                if let Some(hints) = self.store_ahead.get() {
+                    let _ = hints.try_send(ino.0);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -494,9 +506,12 @@ pub fn serve_with_ready(
     };
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
-    let mut session = Session::new(BackupFs::new(vfs.clone()), mountpoint, &config)?;
+    let fs = BackupFs::new(vfs.clone());
+    let store_ahead = fs.store_ahead.clone();
+    let mut session = Session::new(fs, mountpoint, &config)?;
     let mut unmounter = session.unmount_callable();
     let notifier = session.notifier();
+    let _ = store_ahead.set(store_ahead::start(vfs.clone(), session.notifier()));
     let where_ = mountpoint.to_path_buf();
     std::thread::spawn(move || loop {
         let mut sig: libc::c_int = 0;
