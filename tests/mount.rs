@@ -410,3 +410,32 @@ fn reading_a_small_file_whole_stores_the_next_ones_in_the_page_cache() {
         );
     }
 }
+
+#[test]
+fn a_stopped_mount_leaves_no_files_behind() {
+    let t = TempDir::new("no-leftovers");
+    let src = t.join("src");
+    gen_tree(&src, "9");
+    let repo = t.join("repo");
+    init_repo(&repo);
+    backup(&repo, "default", &src, Some("2026-11-20T03:00:00Z"));
+    let mut m = Mount::new(&repo, "default", &t.join("mnt"));
+    // Files read through it start its background threads, which hold the repository until the process exits.
+    assert_same_tree(&describe(&src), &describe(&m.path.join("2026-11-20")));
+    let prefix = format!("backupfs-index-{}-", m.pid());
+    let private_dirs = || {
+        fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&prefix)
+            })
+            .count()
+    };
+    assert_eq!(private_dirs(), 1, "the running mount's index directory");
+    assert!(m.stop().success());
+    assert_eq!(private_dirs(), 0, "the mount's index directory outlived it");
+}

@@ -27,7 +27,7 @@ pub(crate) fn mount(req: &MountRequest, daemon: Option<Daemon>) -> Result<()> {
     }
     let repo = Arc::new(Repository::open(&req.repo, req.caches)?);
     let scope = req.account.clone().map_or(Scope::All, Scope::Account);
-    let vfs = Arc::new(Vfs::new(repo, scope, MountRoot::of(&meta))?);
+    let vfs = Arc::new(Vfs::new(repo.clone(), scope, MountRoot::of(&meta))?);
     static UNUSABLE: AtomicBool = AtomicBool::new(false);
     let shown = mountpoint.display().to_string();
     let account = req.account.clone();
@@ -66,7 +66,7 @@ pub(crate) fn mount(req: &MountRequest, daemon: Option<Daemon>) -> Result<()> {
         // SAFETY: signalling this process; the signal is blocked everywhere but the sigwait thread.
         unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
     };
-    serve_with_ready(
+    let served = serve_with_ready(
         vfs,
         mountpoint,
         &MountOptions {
@@ -75,8 +75,9 @@ pub(crate) fn mount(req: &MountRequest, daemon: Option<Daemon>) -> Result<()> {
             fsname: req.fsname.clone(),
         },
         on_ready,
-    )
-    .with_context(|| format!("mounting {}", mountpoint.display()))?;
+    );
+    repo.remove_private_files();
+    served.with_context(|| format!("mounting {}", mountpoint.display()))?;
     if UNUSABLE.load(Ordering::SeqCst) {
         bail!(
             "the mount at {} did not answer and was unmounted",

@@ -89,6 +89,11 @@ fn base_options() -> Options {
 }
 
 impl IndexReader {
+    /// Removes the secondary instance's directory now, for a process about to exit without dropping the reader.
+    pub fn remove_secondary_dir(&self) {
+        let _ = std::fs::remove_dir_all(&self.secondary_dir);
+    }
+
     pub fn open(path: &Path) -> Result<Self, IndexError> {
         if !path.join("CURRENT").exists() {
             return Err(IndexError::Corrupt {

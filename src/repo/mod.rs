@@ -195,6 +195,12 @@ impl Repository {
         Ok(())
     }
 
+    /// Removes the files this process keeps for itself (the index reader's secondary directory in $TMPDIR):
+    /// for a mount about to exit while background threads still hold the handle, so that it is never dropped.
+    pub fn remove_private_files(&self) {
+        self.index().remove_secondary_dir();
+    }
+
     /// Where the index says a blob is (None if it does not know it).
     pub fn locate(&self, id: BlobId) -> Result<Option<crate::index::BlobLocation>, RepoError> {
         Ok(self.index().blob(id)?)
