@@ -126,28 +126,31 @@ impl Directory {
         Ok(())
     }
 
-    pub fn find(&self, repo: &Repository, name: &[u8]) -> Result<Option<EntryRef>, RepoError> {
+    /// The page a paged directory's index picks (the only one of a flat directory), or None if it picks none.
+    fn page_where(
+        &self,
+        repo: &Repository,
+        pick: impl FnOnce(&TreeIndex) -> Option<usize>,
+    ) -> Result<Option<Page>, RepoError> {
         let i = match self {
-            Directory::Flat(_) => 0,
-            Directory::Paged { index, .. } => match index.page_for_name(name) {
-                Some(i) => i,
-                None => return Ok(None),
-            },
+            Directory::Flat(_) => Some(0),
+            Directory::Paged { index, .. } => pick(index),
         };
-        let page = self.page(repo, i)?;
+        i.map(|i| self.page(repo, i)).transpose()
+    }
+
+    pub fn find(&self, repo: &Repository, name: &[u8]) -> Result<Option<EntryRef>, RepoError> {
+        let Some(page) = self.page_where(repo, |index| index.page_for_name(name))? else {
+            return Ok(None);
+        };
         Ok(page.tree.find(name).and_then(|slot| page.entry(slot)))
     }
 
     /// The entry whose subtree holds relative DFS number `rel` (>= 1): the entry itself or one of its descendants.
     pub fn spanning(&self, repo: &Repository, rel: u64) -> Result<Option<EntryRef>, RepoError> {
-        let i = match self {
-            Directory::Flat(_) => 0,
-            Directory::Paged { index, .. } => match index.page_for_dfs(rel) {
-                Some(i) => i,
-                None => return Ok(None),
-            },
+        let Some(page) = self.page_where(repo, |index| index.page_for_dfs(rel))? else {
+            return Ok(None);
         };
-        let page = self.page(repo, i)?;
         Ok(rel
             .checked_sub(page.dfs_base)
             .and_then(|r| page.tree.entry_spanning(r))
@@ -185,12 +188,13 @@ impl Iterator for Entries<'_> {
             .as_ref()
             .is_some_and(|p| self.position >= p.first_position && in_page(p))
         {
-            let i = match self.dir {
-                Directory::Flat(_) => 0,
-                Directory::Paged { index, .. } => index.page_for_position(self.position)?,
-            };
-            match self.dir.page(self.repo, i) {
-                Ok(p) => self.page = Some(p),
+            let position = self.position;
+            match self
+                .dir
+                .page_where(self.repo, |index| index.page_for_position(position))
+            {
+                Ok(Some(p)) => self.page = Some(p),
+                Ok(None) => return None,
                 Err(e) => {
                     self.position = u64::MAX;
                     return Some(Err(e));
