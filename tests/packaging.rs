@@ -313,14 +313,14 @@ fn debian_package_installs_and_mounts_through_mount_and_fstab() {
     let findmnt = text(
         &ok(
             run(Command::new("findmnt")
-                .args(["-n", "-o", "SOURCE,OPTIONS"])
+                .args(["-n", "-o", "SOURCE,FSTYPE,OPTIONS"])
                 .arg(&mnt)),
             "findmnt",
         )
         .stdout,
     );
     assert!(
-        findmnt.starts_with(&format!("{} ro,", repo.display())),
+        findmnt.starts_with(&format!("{} fuse.backupfs ro,", repo.display())),
         "{findmnt}"
     );
     assert!(findmnt.contains("allow_other"), "{findmnt}");

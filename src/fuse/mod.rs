@@ -497,7 +497,9 @@ pub fn serve_with_ready(
         MountOption::NoAtime,
         MountOption::DefaultPermissions,
         MountOption::FSName(opts.fsname.clone()),
-        MountOption::Subtype("backupfs".into()),
+        // fuser's own mount(2) leaves MountOption::Subtype to fusermount; as a kernel option it makes the type
+        // `fuse.backupfs` in mountinfo, which `findmnt -t`, `umount -t` and `mount -a` match against fstab.
+        MountOption::CUSTOM("subtype=backupfs".into()),
     ];
     config.acl = if opts.allow_other {
         SessionACL::All
