@@ -57,18 +57,8 @@ fn check_and_compare(
     expected: &HashMap<String, String>,
     round: u64,
 ) {
-    let out = bin()
-        .arg("check")
-        .arg("--repo")
-        .arg(repo)
-        .arg("--read-data")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "round {round}: check failed:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    eprintln!("round {round}: check --read-data, then every snapshot through the mount");
+    check_clean(repo);
     let m = Mount::new(repo, "default", mnt);
     for e in std::fs::read_dir(&m.path).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();
