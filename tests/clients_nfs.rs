@@ -99,14 +99,18 @@ enum Content {
     Dir(Vec<Vec<u8>>),
 }
 
+fn sorted_names(dir: &Path) -> Vec<Vec<u8>> {
+    let mut names: Vec<Vec<u8>> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect();
+    names.sort();
+    names
+}
+
 fn content_of_source(p: &Path) -> Content {
     if p.is_dir() {
-        let mut names: Vec<Vec<u8>> = fs::read_dir(p)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
-            .collect();
-        names.sort();
-        Content::Dir(names)
+        Content::Dir(sorted_names(p))
     } else {
         Content::File(fs::read(p).unwrap())
     }
@@ -115,12 +119,10 @@ fn content_of_source(p: &Path) -> Content {
 fn content_of_fd(fd: &OwnedFd, is_dir: bool) -> Content {
     if is_dir {
         // The magic link leads to the opened dentry itself: no lookup by name.
-        let mut names: Vec<Vec<u8>> = fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
-            .collect();
-        names.sort();
-        Content::Dir(names)
+        Content::Dir(sorted_names(Path::new(&format!(
+            "/proc/self/fd/{}",
+            fd.as_raw_fd()
+        ))))
     } else {
         let mut data = Vec::new();
         fs::File::from(fd.try_clone().unwrap())

@@ -37,6 +37,13 @@ fn ok(out: Output, what: &str) -> Output {
     out
 }
 
+/// Asserts that `out` is a refusal: exit `code` and a stderr that says `needle`.
+fn refused(out: &Output, code: i32, needle: &str, what: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{what}: {stderr}");
+    assert!(stderr.contains(needle), "{what}: {stderr}");
+}
+
 fn run(cmd: &mut Command) -> Output {
     output_within(cmd.stdin(Stdio::null()), Duration::from_secs(120))
 }
@@ -545,17 +552,7 @@ fn mount_helper_options_and_errors() {
     let _unmount = Unmount(mnt.clone());
     let usage = |args: &[&str], needle: &str| {
         let out = run(helper(&link).arg(&repo).arg(&mnt).args(args));
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
-        assert!(
-            text(&out.stderr).contains(needle),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        refused(&out, 1, needle, &format!("{args:?}"));
         assert!(!is_mounted(&mnt));
     };
     usage(&["-o", "rw,bogus"], "\"bogus\"");
@@ -778,17 +775,7 @@ fn config_file_supplies_repository_accounts_mount_and_retention() {
         ),
     ] {
         let out = run(bin().arg("--config").arg(&empty).args(args));
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
-        assert!(
-            text(&out.stderr).contains(needle),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        refused(&out, 2, needle, &format!("{args:?}"));
     }
 }
 
