@@ -322,6 +322,24 @@ mod tests {
     }
 
     #[test]
+    fn a_page_that_does_not_match_its_index_entry_is_refused() {
+        let d = encode_directory(&directory(20_000));
+        let index = TreeIndex::decode(&d.root).unwrap();
+        let first = Tree::decode(&d.pages[0]).unwrap();
+        let second = Tree::decode(&d.pages[1]).unwrap();
+        index.check_page(0, &first).unwrap();
+        // Another page where the index expects this one (wrong first name, count or span)...
+        assert!(index.check_page(1, &first).is_err());
+        assert!(index.check_page(0, &second).is_err());
+        // ...or a page whose last name reaches into the next page's range.
+        let mut overlong = first.entries.clone();
+        overlong.pop();
+        overlong.push(second.entries[0].clone());
+        let overlong = Tree::decode(&Tree::encode(&overlong)).unwrap();
+        assert!(index.check_page(0, &overlong).is_err());
+    }
+
+    #[test]
     fn every_truncation_and_a_lying_total_are_errors() {
         let d = encode_directory(&directory(5_000));
         for n in 0..d.root.len() {
