@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use std::process::Stdio;
+
 use std::time::Duration;
 
 #[test]
@@ -22,19 +22,15 @@ fn kill_9_during_backup_loses_nothing() {
         .collect();
     std::fs::write(src.join("big.bin"), &big).unwrap();
     for delay_ms in [5, 40, 120, 300, 700] {
-        let mut child = bin()
-            .arg("backup")
-            .arg("--repo")
-            .arg(&repo)
-            .args(["--time", "2026-11-20T03:00:00Z", "--json"])
-            .arg(&src)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
+        run_and_kill(
+            bin()
+                .arg("backup")
+                .arg("--repo")
+                .arg(&repo)
+                .args(["--time", "2026-11-20T03:00:00Z", "--json"])
+                .arg(&src),
+            Duration::from_millis(delay_ms),
+        );
     }
     let summary = backup(&repo, "default", &src, Some("2026-11-21T03:00:00Z"));
     assert_eq!(summary["warnings"], 0);

@@ -8,7 +8,7 @@ use backupfs::format::tree::Timestamp;
 use backupfs::vfs::naming::rfc3339_utc;
 use common::*;
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 struct Rng(u64);
@@ -30,16 +30,8 @@ fn day_time(day: u64, hour: u64) -> String {
 }
 
 /// Starts `backupfs args` and SIGKILLs it after `delay_ms` (it may have finished by then).
-fn run_and_kill(args: &[&str], delay_ms: u64) {
-    let mut child = bin()
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(delay_ms));
-    let _ = child.kill();
-    let _ = child.wait();
+fn backupfs_killed_after(args: &[&str], delay_ms: u64) {
+    run_and_kill(bin().args(args), Duration::from_millis(delay_ms));
 }
 
 fn run_ok(args: &[&str]) {
@@ -91,11 +83,11 @@ fn sigkill_during_backups_and_prunes_never_loses_a_retained_byte() {
         mutate(&src, "f", round as u32);
         std::fs::write(src.join("big.bin"), noise(round, 6_000_000)).unwrap();
         expected.insert(day_time(round, 3)[..10].to_string(), describe(&src));
-        run_and_kill(
+        backupfs_killed_after(
             &["backup", "--repo", r, "--time", &day_time(round, 3), s],
             rng.below(400),
         );
-        run_and_kill(&["prune", "--repo", r, "--keep-daily", "3"], rng.below(300));
+        backupfs_killed_after(&["prune", "--repo", r, "--keep-daily", "3"], rng.below(300));
         check_and_compare(&repo, &mnt, &expected, round);
         // The next run recovers by itself: a complete backup and prune after the crashes.
         if round % 2 == 0 {

@@ -424,17 +424,7 @@ impl Daemon {
         let mut c = self.0.take().unwrap();
         // SAFETY: signalling the child this guard spawned.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                return s;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                return c.wait().unwrap();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_timeout(&mut c, Duration::from_secs(20))
     }
 }
 

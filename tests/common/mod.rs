@@ -220,7 +220,8 @@ impl Mount {
     }
 }
 
-fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+/// Waits for `child` up to `limit`, then kills it.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -467,6 +468,18 @@ pub fn noise(seed: u64, n: usize) -> Vec<u8> {
             (x >> 32) as u8
         })
         .collect()
+}
+
+/// Starts `cmd` (output discarded) and SIGKILLs it after `delay` (it may have finished by then).
+pub fn run_and_kill(cmd: &mut Command, delay: Duration) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Asserts that `check --read-data` finds no damage.
