@@ -14,12 +14,11 @@ use fuser::{
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request, Session,
     SessionACL,
 };
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Snapshot contents never change; the root listing and `latest` do.
@@ -30,11 +29,9 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct BackupFs {
     vfs: Arc<Vfs>,
-    /// Open files by handle, on kernels that send OPEN and RELEASE.
-    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    next_fh: AtomicU64,
-    /// The kernel opens files without asking us (FUSE_NO_OPEN_SUPPORT, answered by ENOSYS to the first OPEN):
-    /// reads then come with no handle and find their file here, by inode.
+    /// The kernel opens files without asking us (FUSE_NO_OPEN_SUPPORT, answered by ENOSYS to the first OPEN).
+    /// Either way reads carry no handle of ours: a file is found by inode in `by_ino` (its contents are
+    /// immutable, so an evicted one is rebuilt the same).
     no_open: bool,
     by_ino: LruCache<u64, Arc<OpenFile>>,
     /// Hints for `store_ahead`, once the session (which owns the notifier) has started it.
@@ -112,8 +109,6 @@ impl BackupFs {
     pub fn new(vfs: Arc<Vfs>) -> Self {
         Self {
             vfs,
-            files: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
             no_open: false,
             by_ino: LruCache::new(1 << 20),
             store_ahead: Arc::default(),
@@ -138,12 +133,8 @@ impl BackupFs {
         }
     }
 
-    /// The file a read is for: by its handle, or (zero-message opens) by its inode.
-    fn open_file(&self, ino: u64, fh: FileHandle) -> Result<Arc<OpenFile>, Errno> {
-        if !self.no_open {
-            let files = self.files.lock().unwrap_or_else(|p| p.into_inner());
-            return files.get(&fh.0).cloned().ok_or(Errno::EBADF);
-        }
+    /// The file a read is for, by inode.
+    fn open_file(&self, ino: u64) -> Result<Arc<OpenFile>, Errno> {
         if let Some(file) = self.by_ino.get(&ino) {
             return Ok(file);
         }
@@ -152,9 +143,13 @@ impl BackupFs {
             VfsError::NotFound => Errno::ESTALE,
             e => self.fail("open", ino, &e),
         })?;
+        Ok(self.remember(ino, file))
+    }
+
+    fn remember(&self, ino: u64, file: OpenFile) -> Arc<OpenFile> {
         let file = Arc::new(file);
         self.by_ino.insert(ino, file.clone(), file.heap_size());
-        Ok(file)
+        file
     }
 }
 
@@ -247,12 +242,8 @@ impl Filesystem for BackupFs {
         }
         match self.vfs.open(ino.0) {
             Ok(file) => {
-                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                self.files
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(fh, Arc::new(file));
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                self.remember(ino.0, file);
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
             }
             Err(e) => reply.error(self.fail("open", ino.0, &e)),
         }
@@ -262,14 +253,14 @@ impl Filesystem for BackupFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        let file = match self.open_file(ino.0, fh) {
+        let file = match self.open_file(ino.0) {
             Ok(file) => file,
             Err(e) => return reply.error(e),
         };
@@ -289,23 +280,6 @@ impl Filesystem for BackupFs {
             }
             _ => {}
         }
-    }
-
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<fuser::LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&fh.0);
-        reply.ok();
     }
 
     fn readdir(
