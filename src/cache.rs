@@ -44,6 +44,10 @@ impl<K: Hash + Eq + Clone, V: Clone> LruCache<K, V> {
         Some(value.clone())
     }
 
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Whether `key` is cached, without counting as a use.
     pub fn contains(&self, key: &K) -> bool {
         let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());

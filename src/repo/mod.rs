@@ -311,6 +311,11 @@ impl Repository {
         Some(hit.1)
     }
 
+    /// The chunk cache's budget in bytes.
+    pub fn chunk_cache_bytes(&self) -> usize {
+        self.chunks.capacity()
+    }
+
     /// Whether `chunk(id)` would not start a load: it is cached, or another thread is loading it.
     pub fn chunk_is_cached_or_loading(&self, id: ChunkId) -> bool {
         self.chunks.contains(&id)

@@ -9,7 +9,7 @@ mod prefetch;
 mod read;
 
 pub use node::{Attr, DirItem};
-pub use read::OpenFile;
+pub use read::{OpenFile, PREFETCH_BYTES};
 
 use crate::format::links::LinkTable;
 use crate::format::manifest::Manifest;

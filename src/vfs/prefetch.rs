@@ -12,8 +12,9 @@ use crate::repo::Repository;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Chunks queued beyond what the workers are decoding; more are dropped (the read will load them itself).
-const QUEUE: usize = 4;
+/// Chunks queued beyond what the workers are decoding; more are dropped (the read will load them itself). Room
+/// for a whole prefetch window (`read::PREFETCH_BYTES`) of small chunks: a sequential read asks for one at once.
+const QUEUE: usize = 32;
 
 pub(super) struct Prefetcher {
     repo: Arc<Repository>,
