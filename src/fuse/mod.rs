@@ -158,8 +158,7 @@ impl Filesystem for BackupFs {
         // Handles that survive restarts (NFS re-export): the kernel may then ask for "." and ".." by number.
         let _ = config.add_capabilities(InitFlags::FUSE_EXPORT_SUPPORT);
         // Listings carry attributes (one round trip instead of one per entry) and directory operations run in
-        // parallel; a kernel without either simply does without. Not FUSE_CACHE_SYMLINKS: the kernel would keep
-        // `latest`'s old target when a new snapshot changes it.
+        // parallel; a kernel without either simply does without.
         for flag in [
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_PARALLEL_DIROPS,
@@ -170,6 +169,10 @@ impl Filesystem for BackupFs {
         // targets (`latest`'s is invalidated explicitly when it changes, see `serve_with_ready`) and open files
         // without an OPEN and RELEASE each: two to three fewer round trips per file.
         let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
+        // The kernel checks recorded POSIX ACLs, not only the mode bits they fold into (with the mode alone, a
+        // user an ACL shuts out of a world-readable file could read it through the mount). It asks for an
+        // inode's ACL once (GETXATTR) and keeps it with the inode.
+        let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
         self.no_open = config
             .capabilities()
             .contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
