@@ -9,11 +9,7 @@ use std::time::Duration;
 #[test]
 fn kill_9_during_backup_loses_nothing() {
     let t = TempDir::new("crash");
-    let src = t.join("src");
-    gen_tree(&src, "7");
-    let repo = t.join("repo");
-    init_repo(&repo);
-    backup(&repo, "default", &src, Some("2026-11-19T03:00:00Z"));
+    let (src, repo) = backed_up_tree(&t, "7", "default", Some("2026-11-19T03:00:00Z"));
     let first = describe(&src);
     mutate(&src, "7", 1);
     // Enough new data that the backup is still running when killed.

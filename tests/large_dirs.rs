@@ -97,14 +97,21 @@ fn big_directory(repo: &Repository) -> Directory {
     repo.directory(tree).unwrap()
 }
 
-#[test]
-fn a_paged_directory_mounts_numbers_and_resolves_like_a_flat_one() {
-    let t = TempDir::new("large-dirs");
+/// `big_tree` at `t/src`, backed up once into a new repository at `t/repo`: (source, repository, the backup's
+/// JSON summary).
+fn big_tree_backed_up(t: &TempDir) -> (PathBuf, PathBuf, serde_json::Value) {
     let src = t.join("src");
     big_tree(&src);
     let repo = t.join("repo");
     init_repo(&repo);
-    backup(&repo, "default", &src, Some("2026-11-20T03:00:00Z"));
+    let summary = backup(&repo, "default", &src, Some("2026-11-20T03:00:00Z"));
+    (src, repo, summary)
+}
+
+#[test]
+fn a_paged_directory_mounts_numbers_and_resolves_like_a_flat_one() {
+    let t = TempDir::new("large-dirs");
+    let (src, repo, _) = big_tree_backed_up(&t);
 
     let library = Arc::new(Repository::open(&repo, CacheSizes::default()).unwrap());
     let big = big_directory(&library);
@@ -187,11 +194,7 @@ fn a_paged_directory_mounts_numbers_and_resolves_like_a_flat_one() {
 #[test]
 fn a_file_added_to_a_huge_directory_rewrites_one_page_and_prune_keeps_it_whole() {
     let t = TempDir::new("large-dirs-incr");
-    let src = t.join("src");
-    big_tree(&src);
-    let repo = t.join("repo");
-    init_repo(&repo);
-    let first = backup(&repo, "default", &src, Some("2026-11-20T03:00:00Z"));
+    let (src, repo, first) = big_tree_backed_up(&t);
     fs::write(src.join("big/e04500-new"), b"new file\n").unwrap();
     let second = backup(&repo, "default", &src, Some("2026-11-21T03:00:00Z"));
 

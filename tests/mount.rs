@@ -12,11 +12,7 @@ use std::time::Duration;
 #[test]
 fn mounted_snapshot_equals_source_and_cp_a_restores_it() {
     let t = TempDir::new("roundtrip");
-    let src = t.join("src");
-    gen_tree(&src, "1");
-    let repo = t.join("repo");
-    init_repo(&repo);
-    backup(&repo, "alice", &src, Some("2026-11-20T03:00:00Z"));
+    let (src, repo) = backed_up_tree(&t, "1", "alice", Some("2026-11-20T03:00:00Z"));
     let m = Mount::new(&repo, "alice", &t.join("mnt"));
     let expected = describe(&src);
     assert_same_tree(&expected, &describe(&m.path.join("2026-11-20")));
@@ -40,11 +36,7 @@ fn mounted_snapshot_equals_source_and_cp_a_restores_it() {
 #[test]
 fn inode_numbers_survive_remount_and_follow_hardlinks() {
     let t = TempDir::new("inodes");
-    let src = t.join("src");
-    gen_tree(&src, "2");
-    let repo = t.join("repo");
-    init_repo(&repo);
-    backup(&repo, "default", &src, Some("2026-11-20T03:00:00Z"));
+    let (src, repo) = backed_up_tree(&t, "2", "default", Some("2026-11-20T03:00:00Z"));
     let mnt = t.join("mnt");
     let mut m = Mount::new(&repo, "default", &mnt);
     let before = inode_map(&mnt.join("2026-11-20"));
@@ -87,11 +79,7 @@ fn assert_erofs(what: &str, r: std::io::Result<()>) {
 #[test]
 fn every_write_fails_with_erofs() {
     let t = TempDir::new("erofs");
-    let src = t.join("src");
-    gen_tree(&src, "3");
-    let repo = t.join("repo");
-    init_repo(&repo);
-    backup(&repo, "default", &src, None);
+    let (_, repo) = backed_up_tree(&t, "3", "default", None);
     let m = Mount::new(&repo, "default", &t.join("mnt"));
     let snap = m.path.join("latest");
     let file = snap.join("www/index.php");
@@ -191,11 +179,7 @@ fn dated_names_latest_and_contents_across_daily_backups() {
 #[test]
 fn names_follow_the_mounts_time_zone() {
     let t = TempDir::new("tz");
-    let src = t.join("src");
-    gen_tree(&src, "5");
-    let repo = t.join("repo");
-    init_repo(&repo);
-    backup(&repo, "default", &src, Some("2026-11-20T20:00:00Z"));
+    let (_, repo) = backed_up_tree(&t, "5", "default", Some("2026-11-20T20:00:00Z"));
     // POSIX TZ "XST-9" is UTC+9: 20:00 UTC is already the 21st there.
     let m = Mount::with(&repo, "default", &t.join("mnt"), &[], &[("TZ", "XST-9")]);
     assert_eq!(
@@ -207,11 +191,7 @@ fn names_follow_the_mounts_time_zone() {
 #[test]
 fn a_snapshot_taken_during_a_mount_appears_within_five_seconds() {
     let t = TempDir::new("live");
-    let src = t.join("src");
-    gen_tree(&src, "6");
-    let repo = t.join("repo");
-    init_repo(&repo);
-    backup(&repo, "default", &src, Some("2026-11-19T03:00:00Z"));
+    let (src, repo) = backed_up_tree(&t, "6", "default", Some("2026-11-19T03:00:00Z"));
     let m = Mount::new(&repo, "default", &t.join("mnt"));
     assert_eq!(
         fs::read_link(m.path.join("latest")).unwrap().to_str(),
@@ -325,11 +305,7 @@ fn an_account_without_snapshots_mounts_as_an_empty_directory() {
 #[test]
 fn sigterm_while_busy_detaches_and_exits_once_the_last_file_closes() {
     let t = TempDir::new("busy");
-    let src = t.join("src");
-    gen_tree(&src, "11");
-    let repo = t.join("repo");
-    init_repo(&repo);
-    backup(&repo, "default", &src, None);
+    let (src, repo) = backed_up_tree(&t, "11", "default", None);
     let mut m = Mount::new(&repo, "default", &t.join("mnt"));
     let file = fs::File::open(m.path.join("latest/www/index.php")).unwrap();
     // SAFETY: signalling the daemon this test started.
@@ -414,11 +390,7 @@ fn reading_a_small_file_whole_stores_the_next_ones_in_the_page_cache() {
 #[test]
 fn a_stopped_mount_leaves_no_files_behind() {
     let t = TempDir::new("no-leftovers");
-    let src = t.join("src");
-    gen_tree(&src, "9");
-    let repo = t.join("repo");
-    init_repo(&repo);
-    backup(&repo, "default", &src, Some("2026-11-20T03:00:00Z"));
+    let (src, repo) = backed_up_tree(&t, "9", "default", Some("2026-11-20T03:00:00Z"));
     let mut m = Mount::new(&repo, "default", &t.join("mnt"));
     // Files read through it start its background threads, which hold the repository until the process exits.
     assert_same_tree(&describe(&src), &describe(&m.path.join("2026-11-20")));

@@ -50,11 +50,7 @@ fn run(cmd: &mut Command) -> Output {
 
 /// A demo repository: a generated tree backed up as account alice (and bob), in `t`.
 fn demo_repo(t: &TempDir) -> (PathBuf, PathBuf) {
-    let src = t.join("src");
-    gen_tree(&src, "packaging");
-    let repo = t.join("repo");
-    init_repo(&repo);
-    backup(&repo, "alice", &src, Some("2026-11-20T03:00:00Z"));
+    let (src, repo) = backed_up_tree(&t, "packaging", "alice", Some("2026-11-20T03:00:00Z"));
     backup(&repo, "bob", &src, Some("2026-11-20T04:00:00Z"));
     (repo, src)
 }

@@ -39,11 +39,7 @@ fn lookup_path(vfs: &Vfs, path: &str) -> u64 {
 #[test]
 fn resolves_reads_and_renumbers_identically_in_a_fresh_view() {
     let t = TempDir::new("vfs");
-    let src = t.join("src");
-    gen_tree(&src, "8");
-    let repo = t.join("repo");
-    init_repo(&repo);
-    backup(&repo, "default", &src, Some("2026-11-20T03:00:00Z"));
+    let (src, repo) = backed_up_tree(&t, "8", "default", Some("2026-11-20T03:00:00Z"));
 
     let vfs = open_vfs(&repo);
     let php = "2026-11-20/www/index.php";

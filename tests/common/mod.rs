@@ -111,6 +111,22 @@ pub fn assert_same_tree(expected: &str, actual: &str) {
     }
 }
 
+/// The start most tests share: a gen_tree tree from `seed` at `t/src`, backed up once as `account` (at `time`)
+/// into a new repository at `t/repo`. Returns (source, repository).
+pub fn backed_up_tree(
+    t: &TempDir,
+    seed: &str,
+    account: &str,
+    time: Option<&str>,
+) -> (PathBuf, PathBuf) {
+    let src = t.join("src");
+    gen_tree(&src, seed);
+    let repo = t.join("repo");
+    init_repo(&repo);
+    backup(&repo, account, &src, time);
+    (src, repo)
+}
+
 pub fn init_repo(repo: &Path) {
     run_ok(bin().arg("init").arg(repo));
 }
