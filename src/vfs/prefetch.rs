@@ -9,6 +9,7 @@
 
 use crate::format::ChunkId;
 use crate::repo::Repository;
+use std::collections::HashSet;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -20,6 +21,9 @@ pub(super) struct Prefetcher {
     repo: Arc<Repository>,
     /// Started with the first request, so that commands which never read files start no threads.
     queue: OnceLock<SyncSender<ChunkId>>,
+    /// What is in the queue: every read in a chunk's second half asks for the whole window again, and a chunk
+    /// waiting its turn is neither cached nor loading yet.
+    queued: Arc<Mutex<HashSet<ChunkId>>>,
 }
 
 impl Prefetcher {
@@ -27,16 +31,19 @@ impl Prefetcher {
         Self {
             repo,
             queue: OnceLock::new(),
+            queued: Arc::default(),
         }
     }
 
-    /// Asks for `id` to be loaded in the background, unless it is cached or loading already.
+    /// Asks for `id` to be loaded in the background, unless it is cached, loading or queued already.
     pub(super) fn request(&self, id: ChunkId) {
-        if self.repo.chunk_is_cached_or_loading(id) {
+        if self.repo.chunk_is_cached_or_loading(id) || !lock(&self.queued).insert(id) {
             return;
         }
         let queue = self.queue.get_or_init(|| self.start());
-        let _ = queue.try_send(id);
+        if queue.try_send(id).is_err() {
+            lock(&self.queued).remove(&id);
+        }
     }
 
     fn start(&self) -> SyncSender<ChunkId> {
@@ -44,10 +51,10 @@ impl Prefetcher {
         let rx = Arc::new(Mutex::new(rx));
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
         for i in 0..workers {
-            let (repo, rx) = (self.repo.clone(), rx.clone());
+            let (repo, rx, queued) = (self.repo.clone(), rx.clone(), self.queued.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("prefetch-{i}"))
-                .spawn(move || work(&repo, &rx));
+                .spawn(move || work(&repo, &rx, &queued));
             if let Err(e) = spawned {
                 tracing::warn!("starting a prefetch thread: {e}");
             }
@@ -57,10 +64,15 @@ impl Prefetcher {
 }
 
 /// Loads requested chunks until the Prefetcher (and with it the sender) is dropped.
-fn work(repo: &Repository, requests: &Mutex<Receiver<ChunkId>>) {
+fn work(repo: &Repository, requests: &Mutex<Receiver<ChunkId>>, queued: &Mutex<HashSet<ChunkId>>) {
     loop {
-        let next = requests.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let next = lock(requests).recv();
         let Ok(id) = next else { return };
+        lock(queued).remove(&id);
         let _ = repo.chunk(id);
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
