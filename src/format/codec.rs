@@ -36,12 +36,14 @@ impl Writer {
         self.buf.extend_from_slice(v);
     }
     /// A byte string preceded by its length as u16; callers check the limit before encoding.
+    #[allow(clippy::cast_possible_truncation, reason = "callers check the limit")]
     pub fn bytes16(&mut self, v: &[u8]) {
         debug_assert!(v.len() <= u16::MAX as usize);
         self.u16(v.len() as u16);
         self.bytes(v);
     }
     /// A byte string preceded by its length as u32.
+    #[allow(clippy::cast_possible_truncation, reason = "callers check the limit")]
     pub fn bytes32(&mut self, v: &[u8]) {
         debug_assert!(v.len() <= u32::MAX as usize);
         self.u32(v.len() as u32);
@@ -137,9 +139,14 @@ impl<'a> Reader<'a> {
     }
 
     pub fn invalid(&self, what: impl Into<String>) -> FormatError {
+        self.invalid_at(self.pos, what)
+    }
+
+    /// An invalid field that started at `offset` (the reader has usually moved past it by the time it is checked).
+    pub fn invalid_at(&self, offset: usize, what: impl Into<String>) -> FormatError {
         FormatError::Invalid {
             object: self.object,
-            offset: self.pos,
+            offset,
             what: what.into(),
         }
     }

@@ -15,6 +15,7 @@
 //! ```
 
 use super::codec::{Reader, Writer};
+use super::tree::MAX_CHUNK_LEN;
 use super::{magic, FormatError};
 
 const ID_AT: usize = 12;
@@ -92,7 +93,10 @@ impl Config {
         let ordered = 64 <= self.chunk_min
             && self.chunk_min <= self.chunk_avg
             && self.chunk_avg <= self.chunk_max;
-        if !ordered || !self.chunk_avg.is_power_of_two() || self.chunk_max > 16 * 1024 * 1024 {
+        if !ordered
+            || !self.chunk_avg.is_power_of_two()
+            || u64::from(self.chunk_max) > MAX_CHUNK_LEN
+        {
             return Err(r.invalid("chunk sizes out of range"));
         }
         if !(1..=22).contains(&self.zstd_level) || self.pack_target == 0 {

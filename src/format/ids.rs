@@ -156,7 +156,7 @@ fn parse_hex(s: &str) -> Option<[u8; ID_LEN]> {
     for (i, pair) in bytes.chunks_exact(2).enumerate() {
         let hi = (pair[0] as char).to_digit(16)?;
         let lo = (pair[1] as char).to_digit(16)?;
-        out[i] = (hi * 16 + lo) as u8;
+        out[i] = u8::try_from(hi * 16 + lo).ok()?;
     }
     Some(out)
 }

@@ -23,6 +23,10 @@ pub struct LinkTable {
 }
 
 impl LinkTable {
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "one link per hardlinked file of a snapshot, far fewer than 2^32"
+    )]
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(16 + self.links.len() * 20);
         w.bytes(&magic::LINKS);

@@ -13,10 +13,18 @@
 //!            added_blobs u64 | added_bytes u64   what this backup stored that the repository lacked
 //! ```
 //! The snapshot id is the BLAKE3 of the whole file, so the file name authenticates the content.
+//!
+//! The ordinal is at least 1 and below 2^28: the mount's inode numbers are `ordinal << 36 | dfs` (SPEC.md), so a
+//! larger ordinal could not be shown, and a reader refuses it rather than let `ordinal + 1` or the shift overflow.
 
 use super::codec::{Reader, Writer};
 use super::tree::{Entry, EntryKind, Timestamp};
 use super::{magic, FormatError, LinksId, SnapshotId};
+
+/// Offset of the ordinal field.
+const ORDINAL_AT: usize = 12;
+/// The largest ordinal the format allows: inode numbers are `ordinal << 36 | dfs` in a u64.
+pub const MAX_ORDINAL: u64 = (1 << 28) - 1;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -91,21 +99,39 @@ impl Manifest {
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes, "manifest");
         r.header(magic::MANIFEST, magic::MANIFEST_VERSION)?;
+        debug_assert_eq!(r.offset(), ORDINAL_AT);
         let ordinal = r.u64()?;
+        if !(1..=MAX_ORDINAL).contains(&ordinal) {
+            return Err(r.invalid_at(
+                ORDINAL_AT,
+                format!("ordinal {ordinal} is outside 1..={MAX_ORDINAL}"),
+            ));
+        }
+        let time_at = r.offset();
         let time = Timestamp {
             sec: r.i64()?,
             nsec: r.u32()?,
         };
-        let account = String::from_utf8(r.bytes16()?.to_vec())
-            .map_err(|_| r.invalid("account is not UTF-8"))?;
-        if !valid_account(&account) || ordinal == 0 || time.nsec >= 1_000_000_000 {
-            return Err(r.invalid("invalid account, ordinal or time"));
+        if time.nsec >= 1_000_000_000 {
+            return Err(r.invalid_at(time_at + 8, "nanoseconds out of range"));
         }
-        let hostname = String::from_utf8_lossy(r.bytes16()?).into_owned();
+        let account_at = r.offset();
+        let account = std::str::from_utf8(r.bytes16()?)
+            .ok()
+            .filter(|a| valid_account(a))
+            .ok_or_else(|| r.invalid_at(account_at, "invalid account name"))?
+            .to_owned();
+        // Written from a Rust String by every writer: a hostname that is not UTF-8 is damage, and reading it
+        // lossily would make the decoded manifest differ from its bytes.
+        let hostname_at = r.offset();
+        let hostname = std::str::from_utf8(r.bytes16()?)
+            .map_err(|_| r.invalid_at(hostname_at, "hostname is not UTF-8"))?
+            .to_owned();
         let source = r.bytes32()?.to_vec();
+        let root_at = r.offset();
         let root = Entry::decode(&mut r)?;
         if root.kind != EntryKind::Dir || !root.name.is_empty() {
-            return Err(r.invalid("root entry is not an unnamed directory"));
+            return Err(r.invalid_at(root_at, "root entry is not an unnamed directory"));
         }
         let links = match r.u8()? {
             0 => None,

@@ -1,4 +1,7 @@
 #![doc = include_str!("SPEC.md")]
+// A length, count or offset read from disk is never narrowed with `as`: decoders use checked conversions (or
+// widen). The encoders that narrow an in-memory length to its field say why it fits where they do it.
+#![deny(clippy::cast_possible_truncation)]
 
 pub mod codec;
 pub mod config;
@@ -6,6 +9,8 @@ pub mod ids;
 pub mod links;
 pub mod magic;
 pub mod manifest;
+#[cfg(test)]
+pub(crate) mod mutation_tests;
 pub mod pack;
 pub mod tree;
 pub mod tree_index;

@@ -25,9 +25,21 @@
 //! backup (same blobs, same order) still writes a new file instead of colliding with an orphan that a
 //! concurrent prune may be deleting. The trailer alone is enough to rebuild the index entries of every
 //! blob in the pack; its checksum catches a torn or damaged trailer.
+//!
+//! Bounds a reader enforces on every trailer entry before anything is allocated from it (each is a property of
+//! every pack a writer of format v1 produces, so no valid pack is refused):
+//! - `offset >= 16` and `offset + stored_len <= trailer_offset` (computed without overflow): the stored bytes lie
+//!   in the data area, so `stored_len` is bounded by the pack's size;
+//! - reserved fields are zero; a raw blob has `raw_len == stored_len` (it is its plaintext);
+//! - a chunk's `raw_len` is at most [`MAX_CHUNK_LEN`] (16 MiB): chunks are cut by FastCDC with `chunk_max`, which
+//!   the config limits to 16 MiB, and SPEC.md gives extents 1..16 MiB. Trees and hardlink tables have no format
+//!   bound beyond the u32 field (a flat tree of a huge directory written by an old writer may be hundreds of MiB),
+//!   so [`decompress`] allocates for them only as plaintext actually comes out of the zstd frame.
 
 use super::codec::{Reader, Writer};
+pub use super::tree::MAX_CHUNK_LEN;
 use super::{magic, BlobId, BlobKind, FormatError, PackId};
+use std::io::Read;
 
 pub const HEADER_LEN: usize = 16;
 
@@ -41,7 +53,8 @@ pub const ENTRY_LEN: usize = E_HASH + 32;
 const _: () = assert!(ENTRY_LEN == 52);
 
 const F_COUNT: usize = 0;
-const F_TRAILER_OFFSET: usize = F_COUNT + 4 + 4;
+const F_RESERVED: usize = F_COUNT + 4;
+const F_TRAILER_OFFSET: usize = F_RESERVED + 4;
 const F_CHECKSUM: usize = F_TRAILER_OFFSET + 8;
 const F_MAGIC: usize = F_CHECKSUM + 32;
 pub const FOOTER_LEN: usize = F_MAGIC + 8;
@@ -74,27 +87,39 @@ pub fn compress(raw: &[u8], level: i32) -> (Vec<u8>, Compression) {
 }
 
 /// Inverse of `compress`; the caller verifies the plaintext against the blob id.
+///
+/// Allocates up front at most `min(raw_len, MAX_CHUNK_LEN)` bytes: beyond a chunk's maximum, the buffer grows only
+/// as the zstd frame actually produces plaintext, so a lying `raw_len` (up to 4 GiB) costs nothing but the bytes
+/// the frame really decodes to, and decoding stops one byte past `raw_len`.
 pub fn decompress(
     stored: &[u8],
     compression: Compression,
     raw_len: u32,
 ) -> Result<Vec<u8>, FormatError> {
+    let wrong_length = || FormatError::Invalid {
+        object: "blob",
+        offset: 0,
+        what: format!("plaintext is not raw_len ({raw_len}) bytes"),
+    };
+    let zstd_error = |e: std::io::Error| FormatError::Invalid {
+        object: "blob",
+        offset: 0,
+        what: format!("zstd: {e}"),
+    };
     match compression {
-        Compression::Raw => Ok(stored.to_vec()),
+        Compression::Raw if stored.len() as u64 == u64::from(raw_len) => Ok(stored.to_vec()),
+        Compression::Raw => Err(wrong_length()),
         Compression::Zstd => {
-            let out = zstd::bulk::decompress(stored, raw_len as usize).map_err(|e| {
-                FormatError::Invalid {
-                    object: "blob",
-                    offset: 0,
-                    what: format!("zstd: {e}"),
-                }
-            })?;
-            if out.len() != raw_len as usize {
-                return Err(FormatError::Invalid {
-                    object: "blob",
-                    offset: 0,
-                    what: "wrong plaintext length".into(),
-                });
+            let up_front = u64::from(raw_len).min(MAX_CHUNK_LEN);
+            let mut out =
+                Vec::with_capacity(usize::try_from(up_front).map_err(|_| wrong_length())?);
+            zstd::stream::read::Decoder::with_buffer(stored)
+                .map_err(zstd_error)?
+                .take(u64::from(raw_len) + 1)
+                .read_to_end(&mut out)
+                .map_err(zstd_error)?;
+            if out.len() as u64 != u64::from(raw_len) {
+                return Err(wrong_length());
             }
             Ok(out)
         }
@@ -122,6 +147,10 @@ impl Default for PackBuilder {
 }
 
 impl PackBuilder {
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the caller's raw_len is a u32 and a stored blob is never larger than its plaintext"
+    )]
     pub fn add(&mut self, id: BlobId, stored: &[u8], compression: Compression, raw_len: u32) {
         let offset = self.buf.len() as u64;
         self.buf.extend_from_slice(stored);
@@ -144,18 +173,17 @@ impl PackBuilder {
     }
 
     /// Appends trailer and footer; returns the pack's id, its bytes, and its entries.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "a pack closes at pack_target (a u32) bytes of blobs, so it holds fewer than 2^32"
+    )]
     pub fn finish(self) -> (PackId, Vec<u8>, Vec<PackEntry>) {
         let Self { mut buf, entries } = self;
         let trailer_offset = buf.len() as u64;
         let trailer = encode_trailer(&entries);
-        let mut w = Writer::with_capacity(FOOTER_LEN);
-        w.u32(entries.len() as u32);
-        w.u32(0);
-        w.u64(trailer_offset);
-        w.bytes(blake3::hash(&trailer).as_bytes());
-        w.bytes(&magic::PACK_FOOTER);
+        let footer = Footer::new(trailer_offset, entries.len() as u32, &trailer);
         buf.extend_from_slice(&trailer);
-        buf.extend_from_slice(&w.buf);
+        buf.extend_from_slice(&footer.encode());
         (PackId::of(&buf), buf, entries)
     }
 }
@@ -180,7 +208,8 @@ fn nonce() -> u32 {
     ])
 }
 
-fn encode_trailer(entries: &[PackEntry]) -> Vec<u8> {
+/// The trailer entries, as `Footer::decode_trailer` reads them back.
+pub fn encode_trailer(entries: &[PackEntry]) -> Vec<u8> {
     let mut w = Writer::with_capacity(entries.len() * ENTRY_LEN);
     for e in entries {
         w.u8(e.id.kind as u8);
@@ -194,9 +223,12 @@ fn encode_trailer(entries: &[PackEntry]) -> Vec<u8> {
     w.buf
 }
 
-/// Checks a pack's 16-byte header.
+/// Checks a pack's 16-byte header (exactly its first [`HEADER_LEN`] bytes).
 pub fn check_header(bytes: &[u8]) -> Result<(), FormatError> {
-    Reader::new(bytes, "pack header").header(magic::PACK_HEADER, magic::PACK_VERSION)
+    let mut r = Reader::new(bytes, "pack header");
+    r.header(magic::PACK_HEADER, magic::PACK_VERSION)?;
+    r.u32()?; // the nonce: any value
+    r.finish()
 }
 
 /// The parsed footer: where the trailer starts, how many entries it has and its checksum.
@@ -207,27 +239,56 @@ pub struct Footer {
 }
 
 impl Footer {
+    /// The footer of a pack whose trailer (`entry_count` entries) starts at `trailer_offset`.
+    pub fn new(trailer_offset: u64, entry_count: u32, trailer: &[u8]) -> Self {
+        Self {
+            trailer_offset,
+            entry_count,
+            checksum: *blake3::hash(trailer).as_bytes(),
+        }
+    }
+
+    pub fn encode(&self) -> [u8; FOOTER_LEN] {
+        let mut w = Writer::with_capacity(FOOTER_LEN);
+        w.u32(self.entry_count);
+        w.u32(0);
+        w.u64(self.trailer_offset);
+        w.bytes(&self.checksum);
+        w.bytes(&magic::PACK_FOOTER);
+        let mut out = [0u8; FOOTER_LEN];
+        out.copy_from_slice(&w.buf);
+        out
+    }
+
+    /// Decodes the last [`FOOTER_LEN`] bytes of a pack of `file_len` bytes, and checks that the trailer it
+    /// describes lies between the header and the footer.
     pub fn decode(bytes: &[u8], file_len: u64) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes, "pack footer");
         let entry_count = r.u32()?;
-        r.u32()?;
+        if r.u32()? != 0 {
+            return Err(r.invalid_at(F_RESERVED, "reserved field is not zero"));
+        }
         let trailer_offset = r.u64()?;
         let checksum = r.array::<32>()?;
         if r.array::<8>()? != magic::PACK_FOOTER {
-            return Err(FormatError::Invalid {
-                object: "pack footer",
-                offset: F_MAGIC,
-                what: "no end magic".into(),
-            });
+            return Err(r.invalid_at(F_MAGIC, "no end magic"));
         }
         r.finish()?;
-        let trailer_end = trailer_offset.checked_add(entry_count as u64 * ENTRY_LEN as u64);
-        if trailer_offset < HEADER_LEN as u64 || trailer_end != Some(file_len - FOOTER_LEN as u64) {
-            return Err(FormatError::Invalid {
-                object: "pack footer",
-                offset: F_TRAILER_OFFSET,
-                what: "trailer out of place".into(),
-            });
+        // At most 2^32 * 52 bytes: no overflow.
+        let trailer_len = u64::from(entry_count) * ENTRY_LEN as u64;
+        let trailer_end = trailer_offset.checked_add(trailer_len);
+        let footer_start = file_len.checked_sub(FOOTER_LEN as u64);
+        if trailer_offset < HEADER_LEN as u64
+            || footer_start.is_none()
+            || trailer_end != footer_start
+        {
+            return Err(r.invalid_at(
+                F_TRAILER_OFFSET,
+                format!(
+                    "trailer of {entry_count} entries at {trailer_offset} does not end at the footer \
+                     of a {file_len}-byte pack"
+                ),
+            ));
         }
         Ok(Self {
             trailer_offset,
@@ -236,44 +297,95 @@ impl Footer {
         })
     }
 
-    /// Decodes and verifies the trailer entries that this footer describes.
+    /// Decodes and verifies the trailer entries that this footer describes (`bytes` is exactly the trailer).
     pub fn decode_trailer(&self, bytes: &[u8]) -> Result<Vec<PackEntry>, FormatError> {
+        let expected = u64::from(self.entry_count) * ENTRY_LEN as u64;
+        if bytes.len() as u64 != expected {
+            return Err(FormatError::Invalid {
+                object: "pack trailer",
+                offset: 0,
+                what: format!(
+                    "{} bytes for {} entries of {ENTRY_LEN}",
+                    bytes.len(),
+                    self.entry_count
+                ),
+            });
+        }
         if blake3::hash(bytes).as_bytes() != &self.checksum {
             return Err(FormatError::Checksum {
                 object: "pack trailer",
             });
         }
         let mut r = Reader::new(bytes, "pack trailer");
-        let mut entries = Vec::with_capacity(self.entry_count as usize);
+        // Bounded by the trailer's length, checked above.
+        let mut entries = Vec::with_capacity(bytes.len() / ENTRY_LEN);
         for _ in 0..self.entry_count {
-            let kind = BlobKind::from_u8(r.u8()?).ok_or_else(|| r.invalid("unknown blob kind"))?;
-            let compression = match r.u8()? {
-                0 => Compression::Raw,
-                1 => Compression::Zstd,
-                _ => return Err(r.invalid("unknown compression")),
-            };
-            r.u16()?;
-            let stored_len = r.u32()?;
-            let raw_len = r.u32()?;
-            let offset = r.u64()?;
-            let hash = r.array::<32>()?;
-            if offset < HEADER_LEN as u64 || offset + stored_len as u64 > self.trailer_offset {
-                return Err(r.invalid("blob outside the pack's data area"));
-            }
-            entries.push(PackEntry {
-                id: BlobId { kind, hash },
-                compression,
-                offset,
-                stored_len,
-                raw_len,
-            });
+            entries.push(read_entry(&mut r, self.trailer_offset)?);
         }
         r.finish()?;
         Ok(entries)
     }
 }
 
+/// One trailer entry, checked against the bounds every v1 writer keeps; `data_end` is where the data area ends
+/// (the trailer's offset). Also what a salvage scan of a damaged pack tries at each place an entry could be.
+pub fn decode_entry(bytes: &[u8], data_end: u64) -> Result<PackEntry, FormatError> {
+    let mut r = Reader::new(bytes, "pack trailer entry");
+    let entry = read_entry(&mut r, data_end)?;
+    r.finish()?;
+    Ok(entry)
+}
+
+fn read_entry(r: &mut Reader<'_>, data_end: u64) -> Result<PackEntry, FormatError> {
+    let at = r.offset();
+    let kind =
+        BlobKind::from_u8(r.u8()?).ok_or_else(|| r.invalid_at(at + E_KIND, "unknown blob kind"))?;
+    let compression = match r.u8()? {
+        0 => Compression::Raw,
+        1 => Compression::Zstd,
+        _ => return Err(r.invalid_at(at + E_COMPRESSION, "unknown compression")),
+    };
+    if r.u16()? != 0 {
+        return Err(r.invalid_at(at + E_COMPRESSION + 1, "reserved field is not zero"));
+    }
+    let stored_len = r.u32()?;
+    let raw_len = r.u32()?;
+    let offset = r.u64()?;
+    let hash = r.array::<32>()?;
+    let end = offset.checked_add(u64::from(stored_len));
+    if offset < HEADER_LEN as u64 || end.is_none_or(|end| end > data_end) {
+        return Err(r.invalid_at(
+            at + E_OFFSET,
+            format!(
+                "blob of {stored_len} bytes at {offset} is outside the pack's data area \
+                     ({HEADER_LEN}..{})",
+                data_end
+            ),
+        ));
+    }
+    if compression == Compression::Raw && stored_len != raw_len {
+        return Err(r.invalid_at(
+            at + E_RAW_LEN,
+            format!("raw blob of {stored_len} bytes has raw_len {raw_len}"),
+        ));
+    }
+    if kind == BlobKind::Chunk && u64::from(raw_len) > MAX_CHUNK_LEN {
+        return Err(r.invalid_at(
+            at + E_RAW_LEN,
+            format!("chunk raw_len {raw_len} exceeds the maximum chunk length {MAX_CHUNK_LEN}"),
+        ));
+    }
+    Ok(PackEntry {
+        id: BlobId { kind, hash },
+        compression,
+        offset,
+        stored_len,
+        raw_len,
+    })
+}
+
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
     use crate::format::ChunkId;

@@ -4,7 +4,7 @@
 //! tree     = magic "BKFSTREE" | version u32 (1) | entry_count u32 | entry*
 //! entry    = name_len u16 | name bytes
 //!            kind u8 (1 file, 2 dir, 3 symlink, 4 fifo, 5 socket, 6 char dev, 7 block dev)
-//!            flags u8 (bit 0: hardlinked file, see `links`; other bits zero)
+//!            flags u8 (bit 0: hardlinked non-directory, see `links`; other bits zero)
 //!            mode u32 (permission bits incl. setuid/setgid/sticky, no type bits)
 //!            uid u32 | gid u32 | size u64
 //!            mtime_sec i64 | mtime_nsec u32 | ctime_sec i64 | ctime_nsec u32
@@ -30,6 +30,8 @@ pub const FLAG_HARDLINK: u8 = 1;
 /// Limits a decoder enforces, so that a hostile tree cannot make it allocate without bound.
 pub const MAX_XATTR_VALUE: usize = 64 * 1024;
 pub const MAX_SYMLINK_TARGET: usize = 64 * 1024;
+/// The longest chunk of the format: a data extent is 1..=16 MiB (SPEC.md), the config's `chunk_max` is at most
+/// this, and a pack trailer's chunk entries have a `raw_len` of at most this.
 pub const MAX_CHUNK_LEN: u64 = 16 * 1024 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +123,11 @@ impl Entry {
         self.flags & FLAG_HARDLINK != 0
     }
 
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "listxattr(2) returns at most 64 KiB of NUL-terminated names (< 2^16 names); a file of 2^32 \
+                  extents would be 256 GiB even of 64-byte chunks (the smallest chunk_min)"
+    )]
     pub fn encode(&self, w: &mut Writer) {
         w.bytes16(&self.name);
         w.u8(self.kind as u8);
@@ -169,9 +176,11 @@ impl Entry {
     pub fn decode(r: &mut Reader<'_>) -> Result<Self, FormatError> {
         let name = r.bytes16()?.to_vec();
         let kind = EntryKind::from_u8(r.u8()?).ok_or_else(|| r.invalid("unknown entry kind"))?;
+        let flags_at = r.offset();
         let flags = r.u8()?;
-        if flags & !FLAG_HARDLINK != 0 || (flags != 0 && kind != EntryKind::File) {
-            return Err(r.invalid("unknown entry flags"));
+        // SPEC.md: any entry but a directory may be hardlinked (files from the start, other kinds since 2026-11).
+        if flags & !FLAG_HARDLINK != 0 || (flags != 0 && kind == EntryKind::Dir) {
+            return Err(r.invalid_at(flags_at, "unknown entry flags"));
         }
         let (mode, uid, gid, size) = (r.u32()?, r.u32()?, r.u32()?, r.u64()?);
         if mode & !0o7777 != 0 {
@@ -215,14 +224,22 @@ fn decode_time(r: &mut Reader<'_>) -> Result<Timestamp, FormatError> {
 
 fn decode_xattrs(r: &mut Reader<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, FormatError> {
     let count = r.u16()?;
-    let mut xattrs = Vec::with_capacity(count.min(64) as usize);
+    let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(count.min(64).into());
     for _ in 0..count {
-        let name = r.bytes16()?.to_vec();
+        let at = r.offset();
+        let name = r.bytes16()?;
         let value = r.bytes32()?;
         if name.is_empty() || name.contains(&0) || value.len() > MAX_XATTR_VALUE {
-            return Err(r.invalid("invalid xattr"));
+            return Err(r.invalid_at(at, "invalid xattr"));
         }
-        xattrs.push((name, value.to_vec()));
+        // Sorted by name (SPEC.md); the names of one inode are distinct, so strictly.
+        if xattrs
+            .last()
+            .is_some_and(|(prev, _)| prev.as_slice() >= name)
+        {
+            return Err(r.invalid_at(at, "xattrs not in strictly ascending name order"));
+        }
+        xattrs.push((name.to_vec(), value.to_vec()));
     }
     Ok(xattrs)
 }
@@ -238,15 +255,16 @@ fn decode_payload(r: &mut Reader<'_>, kind: EntryKind, size: u64) -> Result<Payl
             let mut extents = Vec::with_capacity(count);
             let mut total: u64 = 0;
             for _ in 0..count {
+                let at = r.offset();
                 let tag = r.u8()?;
                 let len = r.u64()?;
-                let extent = match tag {
-                    0 if len > 0 && len <= MAX_CHUNK_LEN => Extent::Data {
+                let extent = match (tag, u32::try_from(len)) {
+                    (0, Ok(data_len)) if data_len > 0 && len <= MAX_CHUNK_LEN => Extent::Data {
                         id: ChunkId(r.array()?),
-                        len: len as u32,
+                        len: data_len,
                     },
-                    1 if len > 0 => Extent::Hole { len },
-                    _ => return Err(r.invalid("invalid extent")),
+                    (1, _) if len > 0 => Extent::Hole { len },
+                    _ => return Err(r.invalid_at(at, "invalid extent")),
                 };
                 total = total
                     .checked_add(len)
@@ -291,6 +309,10 @@ pub struct Tree {
 }
 
 impl Tree {
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "directories of more than 4,096 entries are paged (tree_index), pages hold at most 4,096"
+    )]
     pub fn encode(entries: &[Entry]) -> Vec<u8> {
         let mut w = Writer::with_capacity(64 + entries.len() * 96);
         w.bytes(&magic::TREE);

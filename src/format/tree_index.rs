@@ -66,6 +66,10 @@ pub struct EncodedDirectory {
     pub pages: Vec<Vec<u8>>,
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "pages hold at most PAGE_MAX entries; a directory of 2^32 subdirectories is not a directory"
+)]
 pub fn encode_directory(entries: &[Entry]) -> EncodedDirectory {
     if entries.len() <= FLAT_MAX_ENTRIES {
         return EncodedDirectory {
@@ -78,22 +82,36 @@ pub fn encode_directory(entries: &[Entry]) -> EncodedDirectory {
         .iter()
         .map(|r| Tree::encode(&entries[r.clone()]))
         .collect();
-    let mut w = Writer::with_capacity(32 + ranges.len() * 80);
-    w.bytes(&magic::TREE_INDEX);
-    w.u32(magic::TREE_INDEX_VERSION);
-    let descendants: u64 = entries.iter().map(Entry::descendants).sum();
-    w.u64(entries.len() as u64);
-    w.u64(entries.len() as u64 + descendants);
-    w.u32(entries.iter().filter(|e| e.kind == EntryKind::Dir).count() as u32);
-    w.u32(ranges.len() as u32);
-    for (range, bytes) in ranges.iter().zip(&pages) {
-        let run = &entries[range.clone()];
-        w.bytes(&TreeId::of(bytes).0);
-        w.u32(run.len() as u32);
-        w.u64(run.iter().map(|e| 1 + e.descendants()).sum());
-        w.bytes16(&run[0].name);
+    let (mut position, mut dfs) = (0u64, 1u64);
+    let refs = ranges
+        .iter()
+        .zip(&pages)
+        .map(|(range, bytes)| {
+            let run = &entries[range.clone()];
+            let span: u64 = run.iter().map(|e| 1 + e.descendants()).sum();
+            let page = PageRef {
+                tree: TreeId::of(bytes),
+                entries: run.len() as u32,
+                span,
+                first_name: run[0].name.clone(),
+                first_position: position,
+                first_dfs: dfs,
+            };
+            position += run.len() as u64;
+            dfs += span;
+            page
+        })
+        .collect();
+    let index = TreeIndex {
+        pages: refs,
+        entries: entries.len() as u64,
+        descendants: dfs - 1,
+        subdirs: entries.iter().filter(|e| e.kind == EntryKind::Dir).count() as u32,
+    };
+    EncodedDirectory {
+        root: index.encode(),
+        pages,
     }
-    EncodedDirectory { root: w.buf, pages }
 }
 
 /// Where the pages of `entries` end: content-defined by name, within PAGE_MIN..=PAGE_MAX entries.
@@ -121,6 +139,28 @@ pub fn page_ranges(entries: &[Entry]) -> Vec<Range<usize>> {
 }
 
 impl TreeIndex {
+    /// The index blob; `first_position` and `first_dfs` are derived, not stored.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "at least 256 entries per page but the last, so fewer than 2^32 pages"
+    )]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(32 + self.pages.len() * 80);
+        w.bytes(&magic::TREE_INDEX);
+        w.u32(magic::TREE_INDEX_VERSION);
+        w.u64(self.entries);
+        w.u64(self.descendants);
+        w.u32(self.subdirs);
+        w.u32(self.pages.len() as u32);
+        for page in &self.pages {
+            w.bytes(&page.tree.0);
+            w.u32(page.entries);
+            w.u64(page.span);
+            w.bytes16(&page.first_name);
+        }
+        w.buf
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes, "tree index");
         r.header(magic::TREE_INDEX, magic::TREE_INDEX_VERSION)?;
@@ -133,14 +173,15 @@ impl TreeIndex {
         let mut pages: Vec<PageRef> = Vec::with_capacity(count);
         let (mut position, mut dfs) = (0u64, 1u64);
         for _ in 0..count {
+            let at = r.offset();
             let tree = TreeId(r.array()?);
             let (n, span) = (r.u32()?, r.u64()?);
             let first_name = r.bytes16()?.to_vec();
-            if n == 0 || span < n as u64 || !valid_name(&first_name) {
-                return Err(r.invalid("invalid page"));
+            if n == 0 || span < u64::from(n) || !valid_name(&first_name) {
+                return Err(r.invalid_at(at, "invalid page"));
             }
             if pages.last().is_some_and(|p| p.first_name >= first_name) {
-                return Err(r.invalid("pages not in ascending name order"));
+                return Err(r.invalid_at(at, "pages not in ascending name order"));
             }
             pages.push(PageRef {
                 tree,
@@ -150,7 +191,7 @@ impl TreeIndex {
                 first_position: position,
                 first_dfs: dfs,
             });
-            position += n as u64;
+            position += u64::from(n);
             dfs = dfs
                 .checked_add(span)
                 .ok_or_else(|| r.invalid("page spans overflow"))?;
@@ -196,7 +237,10 @@ impl TreeIndex {
     /// Checks a decoded page against what the index says of it, so that lookups by name, position and DFS
     /// number agree with the page's contents (a page is verified against its id, but the index could lie).
     pub fn check_page(&self, i: usize, page: &Tree) -> Result<(), String> {
-        let p = &self.pages[i];
+        let p = self
+            .pages
+            .get(i)
+            .ok_or_else(|| format!("no page {i} in a tree index of {}", self.pages.len()))?;
         let next_first = self.pages.get(i + 1).map(|n| n.first_name.as_slice());
         let (first, last) = match (page.entries.first(), page.entries.last()) {
             (Some(f), Some(l)) => (&f.name, &l.name),
