@@ -11,7 +11,7 @@ use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,8 +57,7 @@ impl LocalBackend {
         {
             return Ok(f.clone());
         }
-        let path = self.path(obj);
-        let f = Arc::new(File::open(&path).map_err(|e| BackendError::io(&path, e))?);
+        let f = Arc::new(open_regular(&self.path(obj))?);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.len() >= OPEN_FILES {
             open.clear();
@@ -78,10 +77,14 @@ impl LocalBackend {
             .create_new(true)
             .open(&tmp)
             .map_err(|e| BackendError::io(&tmp, e))?;
-        flock(&f, libc::LOCK_EX).map_err(|e| BackendError::io(&tmp, e))?;
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| BackendError::io(&tmp, e))?;
+        let written = flock(&f, libc::LOCK_EX)
+            .and_then(|_| f.write_all(bytes))
+            .and_then(|_| f.sync_all());
+        if let Err(e) = written {
+            // On a full disk the partial file would keep the space until the next backup cleans up.
+            let _ = fs::remove_file(&tmp);
+            return Err(BackendError::io(&tmp, e));
+        }
         Ok((tmp, f))
     }
 
@@ -109,7 +112,10 @@ impl Backend for LocalBackend {
 
     fn read_all(&self, obj: Object) -> Result<Vec<u8>, BackendError> {
         let path = self.path(obj);
-        fs::read(&path).map_err(|e| BackendError::io(&path, e))
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut open_regular(&path)?, &mut bytes)
+            .map_err(|e| BackendError::io(&path, e))?;
+        Ok(bytes)
     }
 
     fn size(&self, obj: Object) -> Result<u64, BackendError> {
@@ -124,6 +130,7 @@ impl Backend for LocalBackend {
         let dir = dest.parent().expect("object keys have a directory");
         fs::create_dir_all(dir).map_err(|e| BackendError::io(dir, e))?;
         let (tmp, _locked) = self.write_temp(bytes)?;
+        super::crash::before_change(&format_args!("rename into {}", dest.display()));
         if let Err(e) = rename_noreplace(&tmp, &dest) {
             let _ = fs::remove_file(&tmp);
             return Err(BackendError::io(&dest, e));
@@ -137,6 +144,7 @@ impl Backend for LocalBackend {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&obj);
+        super::crash::before_change(&format_args!("delete {}", path.display()));
         fs::remove_file(&path).map_err(|e| BackendError::io(&path, e))?;
         let dir = path.parent().expect("object keys have a directory");
         fsync_dir(dir).map_err(|e| BackendError::io(dir, e))
@@ -167,7 +175,8 @@ impl Backend for LocalBackend {
         let mut removed = 0;
         for name in self.list_dir(&dir)? {
             let path = dir.join(&name);
-            let Ok(f) = File::open(&path) else { continue };
+            // Anything but a regular file is not a writer's temporary file (and a FIFO must not hang us).
+            let Ok(f) = open_regular(&path) else { continue };
             // Held by a live writer: not ours to touch.
             if flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_err() {
                 continue;
@@ -177,6 +186,24 @@ impl Backend for LocalBackend {
             }
         }
         Ok(removed)
+    }
+}
+
+/// Opens an object for reading, refusing anything but a regular file: opening a FIFO put where an object
+/// belongs would otherwise block forever (O_NONBLOCK makes the open return; the type check refuses it).
+fn open_regular(path: &Path) -> Result<File, BackendError> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| BackendError::io(path, e))?;
+    match f.metadata() {
+        Ok(m) if m.is_file() => Ok(f),
+        Ok(_) => Err(BackendError::io(
+            path,
+            std::io::Error::other("not a regular file"),
+        )),
+        Err(e) => Err(BackendError::io(path, e)),
     }
 }
 

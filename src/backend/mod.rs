@@ -1,6 +1,7 @@
 //! Where packs, manifests and the config live. A small interface so that an object store can replace the local
 //! directory: every object is written once, whole, under its final name, and never modified.
 
+pub mod crash;
 pub(crate) mod local;
 
 pub use local::LocalBackend;

@@ -113,6 +113,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupSummary, 
     }
     // Held for the whole run: a prune waits for it before deleting packs this backup may still reference.
     let _marker = repo.backup_marker()?;
+    let missing_packs = repo.find_missing_packs()?;
     let time = opts.time.unwrap_or_else(now);
     let previous = previous_root(repo, &opts.account, &source)?;
     let estimate = previous.as_ref().map(|(_, bytes)| *bytes);
@@ -126,7 +127,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupSummary, 
             .then(|| progress::Display::start(scope, &counters, estimate));
         let sink = store::BlobSink::start(scope, &shared, workers);
         let mut walker = walk::Walker::new(repo, sink, &counters, root_meta.dev());
-        let prev_tree = previous.and_then(|(tree, _)| repo.directory(tree).ok());
+        walker.exclude = std::fs::metadata(repo.root())
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        let prev_tree = previous.and_then(|(tree, _)| walker.previous_dir(&source, tree));
         let result = walker
             .walk_dir(&source, prev_tree)
             .and_then(|(tree, descendants)| {
@@ -148,7 +152,9 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupSummary, 
         // Leaving the scope drops the sink and joins the workers: only then is every blob in a packer.
     });
     let packs = shared.finish();
-    let (tree, descendants, links, mut stats, warnings, existing) = walked?;
+    let (tree, descendants, links, mut stats, walk_warnings, existing) = walked?;
+    let mut warnings: Vec<String> = missing_packs.iter().map(missing_pack_warning).collect();
+    warnings.extend(walk_warnings);
     let packs = packs?;
     stats.dirs += 1;
     stats.added_blobs = shared.added_blobs.load(Ordering::Relaxed);
@@ -171,6 +177,15 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupSummary, 
         duration: started.elapsed(),
         warnings,
     })
+}
+
+fn missing_pack_warning(pack: &crate::format::PackId) -> String {
+    let msg = format!(
+        "pack {pack} is missing from the repository: its blobs were stored again where the source still has \
+         them; `backupfs check` names what older snapshots lost"
+    );
+    tracing::warn!("{msg}");
+    msg
 }
 
 /// The account's newest snapshot of the same source: its root tree and file bytes (for the progress ETA).

@@ -106,7 +106,8 @@ fn grow_buffer(mut call: impl FnMut(&mut [u8]) -> isize) -> io::Result<Vec<u8>> 
 }
 
 /// Opens a regular file for backup without following a symlink swapped in since the stat, and without
-/// touching its atime where permitted.
+/// touching its atime where permitted. O_NONBLOCK: a FIFO swapped in since the stat must not hang the backup
+/// (it has no effect on regular files; the caller checks what it opened).
 pub fn open_file(path: &Path) -> io::Result<File> {
     let open = |flags| {
         std::fs::OpenOptions::new()
@@ -114,8 +115,10 @@ pub fn open_file(path: &Path) -> io::Result<File> {
             .custom_flags(flags)
             .open(path)
     };
-    match open(libc::O_NOFOLLOW | libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(libc::O_NOFOLLOW),
+    match open(libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            open(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        }
         other => other,
     }
 }

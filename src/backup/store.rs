@@ -158,7 +158,7 @@ impl<'s, 'r> BlobSink<'s, 'r> {
             return Ok(());
         }
         self.seen.insert(id);
-        if self.shared.repo.has_blob(id)? {
+        if self.shared.repo.usable_blob(id)? {
             self.existing.insert(id);
             return Ok(());
         }
@@ -169,6 +169,11 @@ impl<'s, 'r> BlobSink<'s, 'r> {
 
     pub fn failed(&self) -> bool {
         self.shared.failed()
+    }
+
+    /// Whether an unchanged file's blob may be referenced without reading the file again.
+    pub fn can_reuse(&self, id: BlobId) -> Result<bool, RepoError> {
+        Ok(self.seen.contains(&id) || self.shared.repo.usable_blob(id)?)
     }
 
     /// Records a blob the snapshot reuses without storing it (an unchanged file's chunks).

@@ -40,6 +40,18 @@ impl From<crate::repo::RepoError> for EntryError {
     }
 }
 
+/// How many times a file that changes while it is read is read again before it is stored with a warning.
+const READ_ATTEMPTS: u32 = 3;
+
+/// Whether two status snapshots of one file describe the same content: any write changes mtime and ctime.
+fn same_version(before: &Metadata, after: &Metadata) -> bool {
+    before.ino() == after.ino()
+        && before.dev() == after.dev()
+        && before.len() == after.len()
+        && source::mtime(before) == source::mtime(after)
+        && source::ctime(before) == source::ctime(after)
+}
+
 pub struct Walker<'w, 's, 'r> {
     pub repo: &'r Repository,
     pub sink: BlobSink<'s, 'r>,
@@ -48,7 +60,10 @@ pub struct Walker<'w, 's, 'r> {
     pub stats: Stats,
     pub warnings: Vec<String>,
     next_dfs: u64,
-    /// Hardlinked inodes seen so far: DFS number of the first path, paths counted, content of the first path.
+    /// The repository's directory (device, inode), when it lies inside the source: never backed up into itself.
+    pub exclude: Option<(u64, u64)>,
+    /// Hardlinked inodes seen so far: DFS number of the first path, paths counted, content of the first path
+    /// (files only).
     links: HashMap<u64, (u64, u32, Vec<Extent>)>,
 }
 
@@ -68,6 +83,7 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
             stats,
             warnings: Vec::new(),
             next_dfs: 1,
+            exclude: None,
             links: HashMap::new(),
         }
     }
@@ -136,6 +152,10 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
                 return Ok(None);
             }
         };
+        if self.exclude == Some((meta.dev(), meta.ino())) {
+            tracing::info!("{}: the repository itself, not backed up", path.display());
+            return Ok(None);
+        }
         let kind = source::kind_of(&meta);
         let unchanged = prev.filter(|p| {
             p.kind == kind
@@ -192,6 +212,13 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
                 return Ok(None);
             }
         }
+        if !matches!(kind, EntryKind::File | EntryKind::Dir) && meta.nlink() > 1 {
+            // Hard links of symlinks, FIFOs, sockets and devices are kept as files' are: `cp -a` keeps them.
+            entry.flags |= FLAG_HARDLINK;
+            (self.links.entry(meta.ino()))
+                .and_modify(|(_, count, _)| *count += 1)
+                .or_insert((dfs, 1, Vec::new()));
+        }
         self.count(&entry);
         Ok(Some(entry))
     }
@@ -206,6 +233,21 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
             EntryKind::Dir => self.stats.dirs += 1,
             EntryKind::Symlink => self.stats.symlinks += 1,
             _ => self.stats.specials += 1,
+        }
+    }
+
+    /// The previous snapshot's tree of a directory. A damaged one only costs reading the files again, as if
+    /// they had changed; the writer then stores the tree again rather than reuse the damaged copy.
+    pub fn previous_dir(&mut self, path: &Path, tree: TreeId) -> Option<Directory> {
+        match self.repo.directory(tree) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                self.warn(
+                    path,
+                    format_args!("the previous snapshot's tree is damaged, stored again: {e}"),
+                );
+                None
+            }
         }
     }
 
@@ -226,7 +268,7 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
             });
         }
         let prev_tree = match prev.map(|p| &p.payload) {
-            Some(Payload::Dir { tree, .. }) => self.repo.directory(*tree).ok(),
+            Some(Payload::Dir { tree, .. }) => self.previous_dir(path, *tree),
             _ => None,
         };
         match self.walk_dir(path, prev_tree) {
@@ -253,8 +295,12 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
                 });
             }
         }
-        let extents = match unchanged.map(|p| &p.payload) {
-            Some(Payload::File { extents }) => {
+        let reusable = match unchanged.map(|p| &p.payload) {
+            Some(Payload::File { extents }) if self.all_usable(extents)? => Some(extents),
+            _ => None,
+        };
+        let extents = match reusable {
+            Some(extents) => {
                 for x in extents {
                     if let Extent::Data { id, .. } = x {
                         self.sink.reuse(BlobId::chunk(*id));
@@ -262,11 +308,7 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
                 }
                 extents.clone()
             }
-            _ => {
-                let (extents, size) = self.read_file(path, meta)?;
-                entry.size = size;
-                extents
-            }
+            _ => self.read_consistent(path, meta, entry)?,
         };
         if meta.nlink() > 1 {
             self.links.insert(meta.ino(), (dfs, 1, extents.clone()));
@@ -274,13 +316,70 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
         Ok(Payload::File { extents })
     }
 
-    /// Chunks a file's data segments; holes become hole extents. Returns the extents and the size they cover.
+    /// Whether every chunk of an unchanged file can be referenced: one in a lost pack means reading it again.
+    fn all_usable(&self, extents: &[Extent]) -> Result<bool, EntryError> {
+        for x in extents {
+            if let Extent::Data { id, .. } = x {
+                if !self.sink.can_reuse(BlobId::chunk(*id))? {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads a file until one read saw no change to it, at most `READ_ATTEMPTS` times: a file rewritten in
+    /// place while it is read would otherwise be stored as a mix of its versions. The entry takes the size and
+    /// times of the version stored; after the last attempt the mix is stored with a warning and the times from
+    /// before it, so that the next backup sees a change and reads the file again.
+    fn read_consistent(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        entry: &mut Entry,
+    ) -> Result<Vec<Extent>, EntryError> {
+        let mut before = meta.clone();
+        let mut attempt = 1;
+        loop {
+            let (extents, size, after) = self.read_file(path, &before)?;
+            let stable = same_version(&before, &after);
+            if stable || attempt == READ_ATTEMPTS {
+                if !stable {
+                    self.warn(
+                        path,
+                        format_args!(
+                            "changed while being read, {READ_ATTEMPTS} times: stored as last read, possibly a mix of versions"
+                        ),
+                    );
+                }
+                entry.size = size;
+                entry.mode = before.mode() & 0o7777;
+                entry.mtime = source::mtime(&before);
+                entry.ctime = source::ctime(&before);
+                return Ok(extents);
+            }
+            tracing::info!(
+                "{}: changed while being read; reading it again",
+                path.display()
+            );
+            attempt += 1;
+            before = after;
+        }
+    }
+
+    /// Chunks a file's data segments; holes become hole extents. Returns the extents, the size they cover and
+    /// the file's status after the read.
     fn read_file(
         &mut self,
         path: &Path,
         meta: &Metadata,
-    ) -> Result<(Vec<Extent>, u64), EntryError> {
+    ) -> Result<(Vec<Extent>, u64, Metadata), EntryError> {
         let file = source::open_file(path)?;
+        let opened = file.metadata()?;
+        if !opened.is_file() || opened.ino() != meta.ino() || opened.dev() != meta.dev() {
+            // Replaced since the lstat: the next attempt reads what is there now.
+            return Ok((Vec::new(), 0, opened));
+        }
         let size = meta.len();
         let cfg = self.repo.config();
         let (min, avg, max) = (
@@ -311,14 +410,14 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
             }
             pos = offset + read;
             if read < len {
-                self.warn(path, "shrank while being read");
-                return Ok((extents, pos));
+                // Shrank while read: the status after the read differs, and the caller reads it again.
+                return Ok((extents, pos, file.metadata()?));
             }
         }
         if size > pos {
             extents.push(Extent::Hole { len: size - pos });
         }
-        Ok((extents, size))
+        Ok((extents, size, file.metadata()?))
     }
 
     /// The hardlink table of the snapshot: only inodes that appear under two or more paths.

@@ -24,6 +24,7 @@ use crate::format::manifest::Manifest;
 use crate::format::pack::{Compression, PackEntry};
 use crate::format::{magic, BlobId, PackId, SnapshotId};
 use rocksdb::{IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
@@ -127,13 +128,16 @@ impl IndexReader {
             .db
             .get_pinned(keys::VERSION)
             .map_err(db_err(&self.path))?;
-        match v.as_deref().and_then(keys::u32_le) {
-            Some(magic::INDEX_VERSION) => Ok(()),
-            found => Err(IndexError::Corrupt {
-                path: self.path.clone(),
-                what: format!("unsupported index version {found:?}"),
-            }),
-        }
+        let what = match v.as_deref().map(keys::u32_le) {
+            Some(Some(magic::INDEX_VERSION)) => return Ok(()),
+            Some(Some(v)) => format!("index layout version {v} is not supported"),
+            Some(None) => "its layout version key is damaged".into(),
+            None => "it has no layout version key (damaged, or not an index)".into(),
+        };
+        Err(IndexError::Corrupt {
+            path: self.path.clone(),
+            what,
+        })
     }
 
     pub fn blob(&self, id: BlobId) -> Result<Option<BlobLocation>, IndexError> {
@@ -154,6 +158,28 @@ impl IndexReader {
 
     pub fn blobs(&self) -> Result<Vec<(BlobId, BlobLocation)>, IndexError> {
         all_blobs(&self.db, &self.path)
+    }
+
+    /// Packs the index knows, from their "P" keys.
+    pub fn packs(&self) -> Result<Vec<PackId>, IndexError> {
+        all_packs(&self.db, &self.path)
+    }
+
+    /// Snapshots a prune marked for forgetting and has not finished forgetting (it was interrupted).
+    pub fn forgetting(&self) -> Result<HashSet<SnapshotId>, IndexError> {
+        let mut out = HashSet::new();
+        for item in (self.db).iterator(IteratorMode::From(b"F", rocksdb::Direction::Forward)) {
+            let (k, _) = item.map_err(db_err(&self.path))?;
+            if k.first() != Some(&b'F') {
+                break;
+            }
+            let id = k[1..].try_into().map_err(|_| IndexError::Corrupt {
+                path: self.path.clone(),
+                what: format!("bad forgetting key of {} bytes", k.len()),
+            })?;
+            out.insert(SnapshotId(id));
+        }
+        Ok(out)
     }
 
     /// The account's snapshots in time order, or every snapshot when `account` is None.
@@ -187,6 +213,29 @@ impl IndexReader {
 }
 
 /// Every blob entry of the index, in key order.
+/// "F" snapshot id: a prune has marked the snapshot and may have deleted its manifest already.
+fn forgetting_key(id: SnapshotId) -> [u8; 33] {
+    let mut k = [b'F'; 33];
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn all_packs(db: &DB, path: &Path) -> Result<Vec<PackId>, IndexError> {
+    let mut out = Vec::new();
+    for item in db.iterator(IteratorMode::From(b"P", rocksdb::Direction::Forward)) {
+        let (k, _) = item.map_err(db_err(path))?;
+        if k.first() != Some(&b'P') {
+            break;
+        }
+        let id = k[1..].try_into().map_err(|_| IndexError::Corrupt {
+            path: path.into(),
+            what: format!("bad pack key of {} bytes", k.len()),
+        })?;
+        out.push(PackId(id));
+    }
+    Ok(out)
+}
+
 fn all_blobs(db: &DB, path: &Path) -> Result<Vec<(BlobId, BlobLocation)>, IndexError> {
     let mut out = Vec::new();
     for item in db.iterator(IteratorMode::From(b"B", rocksdb::Direction::Forward)) {
@@ -339,6 +388,12 @@ impl IndexWriter {
         batch.delete(keys::catalog(manifest));
         batch.delete(keys::ordinal(manifest.ordinal));
         batch.delete(keys::snapshot_id(id));
+        batch.delete(forgetting_key(id));
+    }
+
+    /// Records that a prune is about to delete this snapshot's manifest (see SPEC.md, "Retention").
+    pub fn mark_forgetting(batch: &mut WriteBatch, id: SnapshotId) {
+        batch.put(forgetting_key(id), []);
     }
 
     pub fn remove_blob(batch: &mut WriteBatch, id: BlobId) {
@@ -374,20 +429,7 @@ impl IndexWriter {
 
     /// Packs the index knows, from their "P" keys.
     pub fn packs(&self) -> Result<Vec<PackId>, IndexError> {
-        let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(b"P", rocksdb::Direction::Forward))
-        {
-            let (k, _) = item.map_err(db_err(&self.path))?;
-            if k.first() != Some(&b'P') {
-                break;
-            }
-            if let Ok(id) = k[1..].try_into() {
-                out.push(PackId(id));
-            }
-        }
-        Ok(out)
+        all_packs(&self.db, &self.path)
     }
 
     /// The catalog as the writer sees it (every account, time order).
@@ -423,6 +465,10 @@ impl IndexWriter {
 
     /// Applies a batch durably (WAL fsync) and atomically.
     pub fn write(&self, batch: WriteBatch) -> Result<(), IndexError> {
+        crate::backend::crash::before_change(&format_args!(
+            "index batch into {}",
+            self.path.display()
+        ));
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(batch, &wo).map_err(db_err(&self.path))

@@ -41,8 +41,18 @@ pub fn commit_snapshot(
     }
     index.write(batch)?;
     let recovered = reconcile(repo.backend(), &index)?;
-    for what in &recovered.skipped {
+    for what in recovered
+        .skipped_packs
+        .iter()
+        .chain(&recovered.skipped_manifests)
+    {
         tracing::warn!("skipped while reconciling the index: {what}");
+    }
+    for (id, m) in &recovered.conflicts {
+        tracing::warn!(
+            "snapshot {id} not added: its ordinal {} belongs to another snapshot; run `backupfs repair index`",
+            m.ordinal
+        );
     }
     restore_reused(repo, &index, reused)?;
     manifest.ordinal = index.next_ordinal()?;

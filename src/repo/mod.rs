@@ -4,8 +4,10 @@
 mod commit;
 mod dir;
 mod locks;
+mod lost;
 mod packs;
 mod reach;
+mod salvage;
 mod spare;
 
 pub use commit::{commit_snapshot, NewPack};
@@ -13,6 +15,7 @@ pub use dir::{Directory, EntryRef};
 pub use locks::{BackupMarker, ExclusiveLock};
 pub use packs::{read_manifest, read_pack_trailer, reconcile, Reconciled};
 pub use reach::mark_live;
+pub use salvage::{salvage_pack, Salvaged};
 use spare::{decompress_into, SpareBuffers};
 
 use crate::backend::{Backend, BackendError, LocalBackend, Object};
@@ -56,6 +59,18 @@ pub enum RepoError {
     TreeIndex { id: TreeId, what: String },
     #[error("{path} is held by another prune or index repair")]
     Locked { path: PathBuf },
+    #[error(
+        "{source}; the index is only a cache of the packs and manifests: rebuild it with `backupfs repair index \
+         --repo {}`",
+        repo.display()
+    )]
+    IndexUnusable { repo: PathBuf, source: IndexError },
+    #[error(
+        "{}/config: {source}; restore it with `backupfs repair config --repo {}`",
+        path.display(),
+        path.display()
+    )]
+    ConfigDamaged { path: PathBuf, source: FormatError },
 }
 
 /// Byte budgets of the in-memory caches; together with the open packs they bound a mount's memory.
@@ -94,6 +109,7 @@ pub struct Repository {
     links: LruCache<LinksId, Arc<LinkTable>>,
     /// Buffers of evicted chunks, for the next chunk loads.
     spare: SpareBuffers,
+    lost: lost::Lost,
 }
 
 impl Repository {
@@ -142,11 +158,17 @@ impl Repository {
             }
             other => other?,
         };
-        let config = Config::decode(&config_bytes).map_err(|source| RepoError::Format {
-            object: format!("{}/config", path.display()),
+        let config = Config::decode(&config_bytes).map_err(|source| RepoError::ConfigDamaged {
+            path: path.into(),
             source,
         })?;
-        let index = IndexReader::open(&path.join("index"))?;
+        let index = IndexReader::open(&path.join("index")).map_err(|source| match source {
+            IndexError::Lock { .. } => RepoError::Index(source),
+            _ => RepoError::IndexUnusable {
+                repo: path.into(),
+                source,
+            },
+        })?;
         Ok(Self {
             root: path.into(),
             config,
@@ -159,6 +181,7 @@ impl Repository {
             loading: std::sync::Mutex::new(std::collections::HashMap::new()),
             links: LruCache::new(1 << 20),
             spare: SpareBuffers::new(caches.chunks / 4),
+            lost: lost::Lost::default(),
         })
     }
 
@@ -190,6 +213,11 @@ impl Repository {
         if self.index().catch_up().is_ok() {
             return Ok(());
         }
+        self.reopen_index()
+    }
+
+    /// Opens the index anew: for the process that just replaced it (an index repair).
+    pub fn reopen_index(&self) -> Result<(), RepoError> {
         let fresh = IndexReader::open(&self.root.join("index"))?;
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
@@ -214,8 +242,37 @@ impl Repository {
         Ok(self.index().snapshots(account)?)
     }
 
+    /// Snapshots an interrupted prune was forgetting (their manifests may be gone already: not damage).
+    pub fn forgetting(
+        &self,
+    ) -> Result<std::collections::HashSet<crate::format::SnapshotId>, RepoError> {
+        Ok(self.index().forgetting()?)
+    }
+
     pub fn has_blob(&self, id: BlobId) -> Result<bool, RepoError> {
         Ok(self.index().blob(id)?.is_some())
+    }
+
+    /// Whether a writer may reference `id` without storing it: indexed, and neither in a pack known to be
+    /// missing nor known to fail verification.
+    pub fn usable_blob(&self, id: BlobId) -> Result<bool, RepoError> {
+        Ok(self
+            .locate(id)?
+            .is_some_and(|loc| !self.lost.covers(id, loc.pack)))
+    }
+
+    /// Lists the backend's packs and returns those the index points into that are missing; their blobs count
+    /// as absent for `usable_blob` from now on.
+    pub fn find_missing_packs(&self) -> Result<Vec<PackId>, RepoError> {
+        let present: std::collections::HashSet<PackId> =
+            self.backend.list_packs()?.into_iter().collect();
+        let missing: Vec<PackId> = (self.index().packs()?.into_iter())
+            .filter(|p| !present.contains(p))
+            .collect();
+        for p in &missing {
+            self.lost.add_pack(*p);
+        }
+        Ok(missing)
     }
 
     /// Reads, decompresses and verifies one blob. A blob the index does not know may have been committed since
@@ -234,7 +291,10 @@ impl Repository {
 
     fn read_blob_once(&self, id: BlobId) -> Result<Vec<u8>, RepoError> {
         let loc = self.locate(id)?.ok_or(RepoError::BlobMissing { id })?;
-        let corrupt = || RepoError::BlobCorrupt { id, pack: loc.pack };
+        let corrupt = || {
+            self.lost.add_blob(id);
+            RepoError::BlobCorrupt { id, pack: loc.pack }
+        };
         let pack = Object::Pack(loc.pack);
         let (stored_len, raw_len) = (loc.stored_len as usize, loc.raw_len as usize);
         let mut plain = self.spare.take(raw_len);

@@ -8,6 +8,7 @@ use crate::format::pack::{check_header, Footer, PackEntry, ENTRY_LEN, FOOTER_LEN
 use crate::format::{FormatError, PackId, SnapshotId};
 use crate::index::IndexWriter;
 use rocksdb::WriteBatch;
+use std::collections::HashMap;
 
 /// Reads a pack's header, footer and trailer (not its blobs) and returns the blobs it holds.
 pub fn read_pack_trailer(backend: &dyn Backend, pack: PackId) -> Result<Vec<PackEntry>, RepoError> {
@@ -40,7 +41,13 @@ pub fn read_pack_trailer(backend: &dyn Backend, pack: PackId) -> Result<Vec<Pack
 pub struct Reconciled {
     pub packs: usize,
     pub snapshots: usize,
-    pub skipped: Vec<String>,
+    /// Packs and manifests that could not be read, one line each naming the object.
+    pub skipped_packs: Vec<String>,
+    pub skipped_manifests: Vec<String>,
+    /// Intact manifests whose ordinal another snapshot already has (a second writer, or a merged copy of the
+    /// repository): never added, since the mount's inode numbers and names would mix the two. `repair index`
+    /// gives them new ordinals.
+    pub conflicts: Vec<(SnapshotId, Manifest)>,
 }
 
 /// Adds to the index every pack and every manifest that the backend has and the index lacks. Packs go first, so
@@ -58,24 +65,31 @@ pub fn reconcile(backend: &dyn Backend, index: &IndexWriter) -> Result<Reconcile
                 index.write(batch)?;
                 done.packs += 1;
             }
-            Err(e) => done.skipped.push(e.to_string()),
+            Err(e) => done.skipped_packs.push(e.to_string()),
         }
     }
     let mut next = index.next_ordinal()?;
+    let mut taken: HashMap<u64, SnapshotId> = (index.snapshots()?.into_iter())
+        .map(|e| (e.manifest.ordinal, e.id))
+        .collect();
     for id in backend.list_manifests()? {
         if index.has_snapshot(id)? {
             continue;
         }
         match read_manifest(backend, id) {
+            Ok((manifest, _)) if taken.get(&manifest.ordinal).is_some_and(|o| *o != id) => {
+                done.conflicts.push((id, manifest));
+            }
             Ok((manifest, bytes)) => {
                 let mut batch = WriteBatch::default();
                 IndexWriter::add_snapshot(&mut batch, id, &manifest, &bytes);
                 next = next.max(manifest.ordinal + 1);
                 IndexWriter::set_next_ordinal(&mut batch, next);
                 index.write(batch)?;
+                taken.insert(manifest.ordinal, id);
                 done.snapshots += 1;
             }
-            Err(e) => done.skipped.push(e.to_string()),
+            Err(e) => done.skipped_manifests.push(e.to_string()),
         }
     }
     Ok(done)
