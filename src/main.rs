@@ -1,5 +1,6 @@
 //! The `backupfs` command line. Errors end here as one line on stderr and a documented exit code:
-//! 0 success, 1 error, 2 usage error, 3 backup completed with warnings (files skipped), 4 check found damage.
+//! 0 success, 1 error, 2 usage error, 3 backup completed with warnings (entries skipped or changing while read,
+//! repository damage worked around), 4 check or repair found damage.
 
 use anyhow::{bail, Context, Result};
 use backupfs::backup::{backup, BackupOptions};
@@ -10,7 +11,7 @@ use backupfs::ops::daemon::{fork_and_wait, Daemon};
 use backupfs::ops::notify::notify;
 use backupfs::prune::policy::Policy;
 use backupfs::prune::{prune, PruneOptions};
-use backupfs::repair::rebuild_index;
+use backupfs::repair::{rebuild_index, repair_config, ConfigRepair};
 use backupfs::repo::{CacheSizes, Repository};
 use backupfs::vfs::{naming, MountRoot, Scope, Vfs};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -40,8 +41,8 @@ Configuration: /etc/backupfs/config.toml, or the file named by --config or BACKU
 repository, each account's source and mount point, mount settings and the retention policy. Flags and
 environment variables override it.
 
-Exit status: 0 success; 1 error; 2 usage error; 3 backup finished but skipped unreadable entries;
-4 check found damage.";
+Exit status: 0 success; 1 error; 2 usage error; 3 backup finished with warnings (unreadable entries skipped,
+files that kept changing while read, or repository damage worked around); 4 check or repair found damage.";
 
 #[derive(Parser)]
 #[command(
@@ -80,7 +81,7 @@ enum Command {
         #[command(flatten)]
         repo: RepoArg,
         /// The account the snapshot belongs to.
-        #[arg(long, default_value = "default")]
+        #[arg(long, default_value = "default", value_parser = parse_account)]
         account: String,
         /// Record the snapshot at this time (RFC 3339) instead of now.
         #[arg(long, value_parser = parse_time)]
@@ -96,7 +97,7 @@ enum Command {
         #[command(flatten)]
         repo: RepoArg,
         /// Only this account's snapshots.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_account)]
         account: Option<String>,
         /// Print a JSON array on stdout.
         #[arg(long)]
@@ -110,25 +111,25 @@ enum Command {
         #[command(flatten)]
         repo: RepoArg,
         /// Only this account (default: every account, each with the same policy).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_account)]
         account: Option<String>,
         /// Keep the N newest snapshots.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = parse_count)]
         keep_last: Option<usize>,
         /// Keep the newest snapshot of each of the last N days that have one.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = parse_count)]
         keep_daily: Option<usize>,
         /// Keep the newest snapshot of each of the last N weeks that have one.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = parse_count)]
         keep_weekly: Option<usize>,
         /// Keep the newest snapshot of each of the last N months that have one.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = parse_count)]
         keep_monthly: Option<usize>,
         /// Keep everything within this long of the newest snapshot, e.g. 30d, 2w, 1y6m, 36h.
         #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
         keep_within: Option<i64>,
         /// Rewrite a pack once this percentage of its bytes is unreferenced [default: 20].
-        #[arg(long, value_name = "PERCENT")]
+        #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
         repack_threshold: Option<f64>,
         /// Say what would be forgotten and reclaimed; change nothing.
         #[arg(long)]
@@ -145,7 +146,7 @@ enum Command {
         #[arg(long)]
         read_data: bool,
         /// Read and verify this share of the blobs, e.g. 10%.
-        #[arg(long, value_parser = parse_percent)]
+        #[arg(long, value_parser = parse_subset)]
         read_data_subset: Option<f64>,
     },
     /// Repair the repository.
@@ -158,14 +159,14 @@ enum Command {
         #[command(flatten)]
         repo: RepoArg,
         /// Show only this account's snapshots at the root; without it, one directory per account.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_account)]
         account: Option<String>,
         /// Let other users (subject to file permissions) use the mount [default: `allow_other` in the
         /// configuration file's [mount] section, else off].
         #[arg(long)]
         allow_other: bool,
         /// Threads serving FUSE requests [default: `threads` in [mount], else 4].
-        #[arg(long)]
+        #[arg(long, value_parser = parse_threads)]
         threads: Option<usize>,
         /// Memory for decoded directories, in MiB [default: `tree_cache_mib` in [mount], else 16].
         #[arg(long, value_name = "MIB")]
@@ -213,11 +214,25 @@ enum RepairWhat {
         #[command(flatten)]
         repo: RepoArg,
     },
+    /// Restore a damaged repository config: one flipped bit exactly, anything else from the defaults.
+    Config {
+        #[command(flatten)]
+        repo: RepoArg,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<i64, String> {
     backupfs::prune::policy::parse_duration(s)
         .ok_or_else(|| format!("{s:?} is not a duration like 30d, 2w, 1y6m or 36h"))
+}
+
+/// A retention count: 0 would make a rule that keeps nothing, and a policy of such rules forget everything.
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("0 keeps nothing: give at least 1 (a policy must keep something)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a count")),
+    }
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -232,9 +247,43 @@ fn parse_percent(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Account names as the format allows them: a name no snapshot can have would silently match nothing.
+fn parse_account(s: &str) -> Result<String, String> {
+    if backupfs::format::manifest::valid_account(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "invalid account name {s:?}: use 1-64 letters, digits, '.', '_' or '-', not starting with '.'"
+        ))
+    }
+}
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    let n = s.parse::<usize>().map_err(|e| format!("{s:?}: {e}"))?;
+    backupfs::ops::config::valid_threads(n)
+}
+
+/// A share of the blobs to read: 0% would read nothing while looking like a data check.
+fn parse_subset(s: &str) -> Result<f64, String> {
+    match parse_percent(s)? {
+        0.0 => Err(format!("{s:?} reads nothing: give more than 0%")),
+        v => Ok(v),
+    }
+}
+
+/// How far ahead of this machine's clock a snapshot time may be: clocks of a fleet disagree by seconds, not
+/// days, and a snapshot from the future would stay `latest` until the future arrives.
+const MAX_TIME_AHEAD_S: i64 = 24 * 3600;
+
 fn parse_time(s: &str) -> Result<backupfs::format::tree::Timestamp, String> {
-    naming::parse_rfc3339(s)
-        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time like 2026-11-20T03:00:00Z"))
+    let t = naming::parse_rfc3339(s)
+        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time like 2026-11-20T03:00:00Z"))?;
+    if t.sec > backupfs::backup::now().sec.saturating_add(MAX_TIME_AHEAD_S) {
+        return Err(format!(
+            "{s:?} is more than a day in the future: the snapshot would be `latest` until then"
+        ));
+    }
+    Ok(t)
 }
 
 fn init_logging(verbose: u8, quiet: bool, default: &str, daemon: bool) {
@@ -278,6 +327,14 @@ fn repo_path(repo: &RepoArg, config: &Config) -> PathBuf {
 
 fn open_path(path: &Path) -> Result<Repository> {
     Ok(Repository::open(path, CacheSizes::default())?)
+}
+
+/// A damaged index is damage `check` reports (exit 4), with the way out, rather than an error.
+fn is_unusable_index(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<backupfs::repo::RepoError>(),
+        Some(backupfs::repo::RepoError::IndexUnusable { .. })
+    )
 }
 
 fn run(cli: Cli, config: &Config) -> Result<i32> {
@@ -365,13 +422,13 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
                 );
             }
             let repack_threshold = repack_threshold
-                .or(config.retention.repack_threshold)
-                .unwrap_or(20.0);
+                .or(config.retention.repack_threshold.map(|p| p / 100.0))
+                .unwrap_or(0.2);
             let opts = PruneOptions {
                 account,
                 policy,
                 dry_run,
-                repack_threshold: repack_threshold / 100.0,
+                repack_threshold,
             };
             let report = prune(&open(&repo)?, &opts)?;
             print_prune(&report, dry_run, json);
@@ -386,7 +443,14 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
             } else {
                 read_data_subset.unwrap_or(0.0)
             };
-            let report = check(&open(&repo)?, fraction)?;
+            let repo = match open(&repo) {
+                Err(e) if is_unusable_index(&e) => {
+                    println!("DAMAGED: {}", one_line(&e));
+                    return Ok(EXIT_DAMAGE);
+                }
+                other => other?,
+            };
+            let report = check(&repo, fraction)?;
             for l in &report.leftovers {
                 println!("leftover: {l}");
             }
@@ -408,13 +472,41 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
         Command::Repair {
             what: RepairWhat::Index { repo },
         } => {
-            let done = rebuild_index(&open_for_repair(&repo_path(&repo, config))?)?;
+            let report = rebuild_index(&open_for_repair(&repo_path(&repo, config))?)?;
+            for line in &report.repaired {
+                eprintln!("backupfs: repaired: {line}");
+            }
+            for line in &report.skipped {
+                eprintln!("backupfs: left out of the index: {line}");
+            }
+            for line in &report.damage {
+                eprintln!("backupfs: DAMAGED: {line}");
+            }
             println!(
-                "rebuilt the index: {} packs, {} snapshots",
-                done.packs, done.snapshots
+                "rebuilt the index: {} packs, {} snapshots, {} repaired, {} damaged",
+                report.packs,
+                report.snapshots,
+                report.repaired.len(),
+                report.damage.len()
             );
-            for s in &done.skipped {
-                println!("skipped: {s}");
+            if !report.damage.is_empty() {
+                return Ok(EXIT_DAMAGE);
+            }
+        }
+        Command::Repair {
+            what: RepairWhat::Config { repo },
+        } => {
+            let path = repo_path(&repo, config);
+            match repair_config(&path)? {
+                ConfigRepair::Intact => println!("{}/config is intact", path.display()),
+                ConfigRepair::BitCorrected { byte, bit } => {
+                    println!("{}/config: corrected bit {bit} of byte {byte}", path.display())
+                }
+                ConfigRepair::RebuiltFromDefaults => println!(
+                    "{}/config: rebuilt from the defaults of new repositories (if this repository was made with \
+                     other chunk sizes, the next backup stores changed files anew)",
+                    path.display()
+                ),
             }
         }
         Command::Snapshots {
@@ -465,6 +557,30 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
     Ok(0)
 }
 
+/// An error and its causes on one line, each cause once: the layers' errors already print their source inside
+/// their own message ("{path}: {source}"), and anyhow's `{:#}` would append it a second time.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if line.is_empty() {
+            line = cause;
+        } else if !line.contains(&cause) {
+            line = format!("{line}: {cause}");
+        }
+    }
+    line.replace('\n', " ")
+}
+
+/// Commands that print to stdout end quietly when the reader goes away (`backupfs snapshots | head -1`), as
+/// Unix tools do, instead of panicking in `println!` on EPIPE. Not the mount: it never writes to a pipe that
+/// matters, and must not die of one.
+fn default_sigpipe() {
+    // SAFETY: resetting a signal's disposition to the default before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
     let invoked_as = std::env::args_os().next().unwrap_or_default();
     if Path::new(&invoked_as).file_name() == Some(HELPER_NAME.as_ref()) {
@@ -473,12 +589,15 @@ fn main() {
     if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
         let what = GenerateCli::parse_from(std::env::args_os().skip(1)).what;
         if let Err(e) = generate(what) {
-            eprintln!("backupfs: error: {e:#}");
+            eprintln!("backupfs: error: {}", one_line(&e));
             std::process::exit(EXIT_ERROR);
         }
         std::process::exit(0);
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Mount { .. }) {
+        default_sigpipe();
+    }
     let default_level = if matches!(cli.command, Command::Mount { .. }) {
         "info"
     } else {
@@ -496,7 +615,7 @@ fn main() {
     match run(cli, &config) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("backupfs: error: {e:#}");
+            eprintln!("backupfs: error: {}", one_line(&e));
             std::process::exit(EXIT_ERROR);
         }
     }

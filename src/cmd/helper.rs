@@ -231,11 +231,17 @@ pub(crate) fn helper_main() -> ! {
         };
         match (name, value) {
             ("", None) => {}
-            ("account", Some(v)) if !v.is_empty() => account = Some(v.to_string()),
+            ("account", Some(v)) => match parse_account(v) {
+                Ok(a) => account = Some(a),
+                Err(e) => usage(format!("option account: {e}")),
+            },
             ("allow_other", None) => allow_other = true,
-            ("threads", Some(v)) => match v.parse::<usize>() {
-                Ok(n) if n > 0 => threads = Some(n),
-                _ => usage(format!("option threads={v}: not a positive number")),
+            ("threads", Some(v)) => match v.parse::<usize>().map_err(|e| e.to_string()) {
+                Ok(n) => match backupfs::ops::config::valid_threads(n) {
+                    Ok(n) => threads = Some(n),
+                    Err(e) => usage(format!("option {e}")),
+                },
+                Err(e) => usage(format!("option threads={v}: {e}")),
             },
             ("tree_cache" | "chunk_cache", Some(v)) => match v.parse::<usize>() {
                 Ok(n) if name == "tree_cache" => tree_cache = Some(n),
@@ -276,7 +282,7 @@ pub(crate) fn helper_main() -> ! {
     match mount_in_background(request, log.as_deref(), EXIT_MOUNT_FAILURE) {
         Ok(()) => std::process::exit(0),
         Err(e) => {
-            eprintln!("backupfs: error: {e:#}");
+            eprintln!("backupfs: error: {}", one_line(&e));
             std::process::exit(EXIT_MOUNT_FAILURE);
         }
     }

@@ -20,11 +20,9 @@ pub(crate) struct MountRequest {
 pub(crate) fn mount(req: &MountRequest, daemon: Option<Daemon>) -> Result<()> {
     backupfs::fuse::block_termination_signals();
     let mountpoint = &req.mountpoint;
+    check_mount_point(req)?;
     let meta = std::fs::metadata(mountpoint)
         .with_context(|| format!("mount point {}", mountpoint.display()))?;
-    if !meta.is_dir() {
-        bail!("mount point {} is not a directory", mountpoint.display());
-    }
     let repo = Arc::new(Repository::open(&req.repo, req.caches)?);
     let scope = req.account.clone().map_or(Scope::All, Scope::Account);
     let vfs = Arc::new(Vfs::new(repo.clone(), scope, MountRoot::of(&meta))?);
@@ -99,34 +97,41 @@ pub(crate) fn mount_in_background(
         .with_context(|| format!("repository {}", req.repo.display()))?;
     req.mountpoint = std::fs::canonicalize(&req.mountpoint)
         .with_context(|| format!("mount point {}", req.mountpoint.display()))?;
-    if !req.mountpoint.is_dir() {
-        bail!(
-            "mount point {} is not a directory",
-            req.mountpoint.display()
-        );
-    }
-    // FUSE mounts stack; mount(8) only checks this for --all.
-    let same_repo = |source: &String| {
-        let path = Path::new(source.strip_prefix("backupfs:").unwrap_or(source));
-        *source == req.fsname
-            || path.is_absolute() && std::fs::canonicalize(path).is_ok_and(|p| p == req.repo)
-    };
-    if mounted_sources(&req.mountpoint).iter().any(same_repo) {
-        bail!(
-            "{} is already mounted on {}",
-            req.fsname,
-            req.mountpoint.display()
-        );
-    }
+    check_mount_point(&req)?;
     let log_file = log_file.map(std::path::absolute).transpose()?;
     let daemon = fork_and_wait(log_file.as_deref(), fail_code)?;
     // The child from here on.
     if let Err(e) = mount(&req, Some(daemon.clone())) {
-        let message = format!("{e:#}");
+        let message = one_line(&e);
         if !daemon.failed(&message) {
             tracing::error!("{message}");
         }
         std::process::exit(EXIT_ERROR);
+    }
+    Ok(())
+}
+
+/// Refuses a mount point that is not an empty directory, or where this repository is mounted already: FUSE
+/// mounts stack (mount(8) only checks this for --all), and a mount over files hides them without a word.
+fn check_mount_point(req: &MountRequest) -> Result<()> {
+    let shown = req.mountpoint.display();
+    let point =
+        std::fs::canonicalize(&req.mountpoint).with_context(|| format!("mount point {shown}"))?;
+    if !point.is_dir() {
+        bail!("mount point {shown} is not a directory");
+    }
+    let repo = std::fs::canonicalize(&req.repo).unwrap_or_else(|_| req.repo.clone());
+    let same_repo = |source: &String| {
+        let path = Path::new(source.strip_prefix("backupfs:").unwrap_or(source));
+        *source == req.fsname
+            || path.is_absolute() && std::fs::canonicalize(path).is_ok_and(|p| p == repo)
+    };
+    if mounted_sources(&point).iter().any(same_repo) {
+        bail!("{} is already mounted on {shown}", req.fsname);
+    }
+    let mut entries = std::fs::read_dir(&point).with_context(|| format!("mount point {shown}"))?;
+    if entries.next().is_some() {
+        bail!("mount point {shown} is not empty: the mount would hide its files (give an empty directory)");
     }
     Ok(())
 }

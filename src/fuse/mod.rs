@@ -1,18 +1,19 @@
 //! The fuser adapter: translates kernel requests to `vfs` calls and results to replies, nothing more.
 //!
 //! One errno mapping (`errno`), one log line per failed request (`fail`). Missing names are ordinary traffic
-//! (shells probe for files all the time) and are not logged; damage is logged with the inode's path.
+//! (shells probe for files all the time) and are not logged, nor is SEEK_DATA finding no more data (every sparse
+//! copy ends so); damage is logged with the inode's path.
 
 mod store_ahead;
 
 use crate::cache::LruCache;
 use crate::format::tree::{EntryKind, Timestamp};
-use crate::vfs::{inode, Attr, OpenFile, Vfs, VfsError};
+use crate::vfs::{inode, Attr, OpenFile, Vfs, VfsError, Whence};
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request, Session,
-    SessionACL,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr,
+    Request, Session, SessionACL,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -44,6 +45,7 @@ fn errno(e: &VfsError) -> Errno {
         VfsError::NotSymlink => Errno::EINVAL,
         VfsError::NoXattr => Errno::from_i32(libc::ENODATA),
         VfsError::IsDirectory => Errno::EISDIR,
+        VfsError::OutOfRange => Errno::ENXIO,
         VfsError::Repo(_) => Errno::EIO,
     }
 }
@@ -80,7 +82,7 @@ fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
-        blocks: a.size.div_ceil(512),
+        blocks: a.blocks,
         atime: mtime,
         mtime,
         ctime: system_time(a.ctime),
@@ -118,7 +120,7 @@ impl BackupFs {
     fn fail(&self, op: &str, ino: u64, e: &VfsError) -> Errno {
         if !matches!(
             e,
-            VfsError::NotFound | VfsError::NoXattr | VfsError::NotSymlink
+            VfsError::NotFound | VfsError::NoXattr | VfsError::NotSymlink | VfsError::OutOfRange
         ) {
             tracing::error!("{op} {}: {e}", self.vfs.path_of(ino));
         }
@@ -281,6 +283,36 @@ impl Filesystem for BackupFs {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Only SEEK_DATA and SEEK_HOLE come here (the kernel answers the others itself): with them `cp` skips the
+    /// holes of sparse files instead of reading them as zeros. Found by inode, like reads (see `no_open`).
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let whence = match whence {
+            libc::SEEK_DATA => Whence::Data,
+            libc::SEEK_HOLE => Whence::Hole,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let file = match self.open_file(ino.0) {
+            Ok(file) => file,
+            Err(e) => return reply.error(e),
+        };
+        // A negative offset is before the file, which lseek(2) answers with ENXIO as past its end.
+        let from = u64::try_from(offset).unwrap_or(u64::MAX);
+        match file.seek(from, whence).map(i64::try_from) {
+            Ok(Ok(pos)) => reply.offset(pos),
+            // Only a damaged tree has a size past what an offset can say.
+            Ok(Err(_)) => reply.error(Errno::EOVERFLOW),
+            Err(e) => reply.error(self.fail(&format!("lseek from {offset}"), ino.0, &e)),
         }
     }
 
@@ -510,14 +542,19 @@ pub fn serve_with_ready(
     std::thread::spawn(move || loop {
         std::thread::sleep(REFRESH_INTERVAL);
         match vfs.refresh() {
-            // The kernel caches symlink targets (FUSE_CACHE_SYMLINKS); `latest`'s may have changed. An inode the
-            // kernel never saw gives ENOENT, which is fine.
-            Ok(true) => {
+            // The kernel caches symlink targets (FUSE_CACHE_SYMLINKS); `latest`'s may have changed. It also keeps
+            // pruned snapshots' names in its dentry cache for SNAPSHOT_TTL: a lookup by name would still find
+            // them. An inode or name the kernel never saw gives ENOENT, which is fine.
+            Ok(Some(gone)) => {
                 for ino in vfs.latest_inodes() {
                     let _ = notifier.inval_inode(INodeNo(ino), 0, 0);
                 }
+                for (parent, name) in gone {
+                    let _ =
+                        notifier.inval_entry(INodeNo(parent), std::ffi::OsStr::from_bytes(&name));
+                }
             }
-            Ok(false) => {}
+            Ok(None) => {}
             Err(e) => tracing::warn!(
                 "refreshing the snapshot list of {}: {e}",
                 vfs.repo().root().display()

@@ -32,6 +32,21 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The most threads a mount serves FUSE requests with: each is a kernel request channel and a stack, and more
+/// than the cores of a large server only adds contention. More is refused where it is given, before mounting.
+pub const MAX_MOUNT_THREADS: usize = 256;
+
+/// A `threads` value from the command line, the mount helper's options or the configuration file.
+pub fn valid_threads(n: usize) -> Result<usize, String> {
+    if (1..=MAX_MOUNT_THREADS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "threads {n} is not between 1 and {MAX_MOUNT_THREADS}"
+        ))
+    }
+}
+
 /// Where the configuration is read from when neither `--config` nor `BACKUPFS_CONFIG` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/backupfs/config.toml";
 
@@ -138,6 +153,19 @@ impl Config {
                 )));
             }
         }
+        let r = &config.retention;
+        for (key, n) in [
+            ("keep_last", r.keep_last),
+            ("keep_daily", r.keep_daily),
+            ("keep_weekly", r.keep_weekly),
+            ("keep_monthly", r.keep_monthly),
+        ] {
+            if n == Some(0) {
+                return Err(invalid(format!(
+                    "retention.{key} = 0 keeps nothing: give at least 1 or leave it out"
+                )));
+            }
+        }
         if let Some(t) = config.retention.repack_threshold {
             if !(0.0..=100.0).contains(&t) {
                 return Err(invalid(format!(
@@ -145,8 +173,8 @@ impl Config {
                 )));
             }
         }
-        if config.mount.threads == Some(0) {
-            return Err(invalid("mount.threads must be at least 1".into()));
+        if let Some(n) = config.mount.threads {
+            valid_threads(n).map_err(|e| invalid(format!("mount.{e}")))?;
         }
         for (name, a) in &config.accounts {
             for (key, p) in [("source", &a.source), ("mountpoint", &a.mountpoint)] {

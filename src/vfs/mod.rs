@@ -7,9 +7,11 @@ pub mod naming;
 mod node;
 mod prefetch;
 mod read;
+mod seek;
 
 pub use node::{Attr, DirItem};
 pub use read::{OpenFile, PREFETCH_BYTES};
+pub use seek::Whence;
 
 use crate::format::links::LinkTable;
 use crate::format::manifest::Manifest;
@@ -32,6 +34,9 @@ pub enum VfsError {
     NoXattr,
     #[error("is a directory")]
     IsDirectory,
+    /// SEEK_DATA or SEEK_HOLE from the end of the file on, or SEEK_DATA with no data after the offset.
+    #[error("no data or hole at or after the offset")]
+    OutOfRange,
     #[error("{0}")]
     Repo(#[from] RepoError),
 }
@@ -146,13 +151,15 @@ impl Vfs {
         &self.scope
     }
 
-    /// Follows other processes' commits and reloads the catalog. Returns whether the snapshot list changed.
-    pub fn refresh(&self) -> Result<bool, VfsError> {
+    /// Follows other processes' commits and reloads the catalog. Returns None if the snapshot list is unchanged,
+    /// else the names that are gone (pruned), as (directory inode, name): the kernel may hold them in its
+    /// dentry cache, and must be told to forget them.
+    pub fn refresh(&self) -> Result<Option<Vec<(u64, Vec<u8>)>>, VfsError> {
         self.repo.refresh()?;
         self.reload()
     }
 
-    fn reload(&self) -> Result<bool, VfsError> {
+    fn reload(&self) -> Result<Option<Vec<(u64, Vec<u8>)>>, VfsError> {
         let account = match &self.scope {
             Scope::Account(a) => Some(a.as_str()),
             Scope::All => None,
@@ -170,7 +177,7 @@ impl Vfs {
                         .is_some_and(|s| s.id == e.id)
                 });
             if unchanged {
-                return Ok(false);
+                return Ok(None);
             }
         }
         let mut by_account: BTreeMap<String, Vec<CatalogEntry>> = BTreeMap::new();
@@ -184,8 +191,10 @@ impl Vfs {
             by_account.entry(a.clone()).or_default();
         }
         let catalog = self.build_catalog(by_account);
-        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
-        Ok(true)
+        let mut current = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+        let gone = names_gone(&current, &catalog);
+        *current = catalog;
+        Ok(Some(gone))
     }
 
     fn build_catalog(&self, by_account: BTreeMap<String, Vec<CatalogEntry>>) -> Catalog {
@@ -219,6 +228,15 @@ impl Vfs {
             };
             for e in entries {
                 let ordinal = e.manifest.ordinal;
+                if catalog.by_ordinal.contains_key(&ordinal) || !names.contains_key(&ordinal) {
+                    // Inode numbers derive from the ordinal: showing both would mix two snapshots' files.
+                    tracing::error!(
+                        "snapshot {} not shown: its ordinal {ordinal} belongs to another snapshot; run \
+                         `backupfs check`",
+                        e.id
+                    );
+                    continue;
+                }
                 let info = match old.by_ordinal.get(&ordinal) {
                     Some(s) if s.id == e.id => s.clone(),
                     _ => Arc::new(SnapInfo {
@@ -275,6 +293,26 @@ impl Vfs {
             .get(&ordinal)
             .cloned()
     }
+}
+
+/// Snapshot and account directories of `old` that `new` no longer has under the same name and inode.
+fn names_gone(old: &Catalog, new: &Catalog) -> Vec<(u64, Vec<u8>)> {
+    let mut gone = Vec::new();
+    for (account, listing) in &old.listings {
+        let kept = new.listings.get(account);
+        if kept.is_none() {
+            gone.push((inode::ROOT, account.as_bytes().to_vec()));
+        }
+        for (name, snap) in &listing.by_name {
+            let same = kept
+                .and_then(|l| l.by_name.get(name))
+                .is_some_and(|s| s.id == snap.id);
+            if !same {
+                gone.push((listing.ino, name.as_bytes().to_vec()));
+            }
+        }
+    }
+    gone
 }
 
 impl Listing {

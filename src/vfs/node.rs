@@ -18,6 +18,8 @@ pub struct Attr {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// 512-byte blocks of storage: a sparse file's holes take none.
+    pub blocks: u64,
     pub mtime: Timestamp,
     pub ctime: Timestamp,
     pub rdev: u64,
@@ -152,7 +154,7 @@ impl Vfs {
         let e = node.entry();
         let mut dfs = node.dfs;
         let nlink = match e.kind {
-            EntryKind::Dir => 2 + self.repo.directory(dir_tree(e)?)?.subdirs(),
+            EntryKind::Dir => self.dir_nlink(dir_tree(e)?),
             _ if e.is_hardlinked() => match node.snap.link_table(&self.repo)?.get(e.source_ino) {
                 Some(link) => {
                     dfs = link.dfs;
@@ -164,6 +166,19 @@ impl Vfs {
         };
         let ino = inode::encode(node.snap.ordinal(), dfs).ok_or(VfsError::NotFound)?;
         Ok((ino, nlink))
+    }
+
+    /// A directory's link count, 2 + its subdirectories, needs its tree. A damaged tree must not make its parent
+    /// unlistable (nor a snapshot root the whole mount): the count is then 1, which tools read as "unknown",
+    /// and the damage shows where it is, when the directory itself is opened.
+    fn dir_nlink(&self, tree: TreeId) -> u32 {
+        match self.repo.directory(tree) {
+            Ok(dir) => 2 + dir.subdirs(),
+            Err(e) => {
+                tracing::debug!("link count of tree {tree} unknown: {e}");
+                1
+            }
+        }
     }
 
     fn entry_attr(&self, node: &EntryNode) -> Result<Attr, VfsError> {
@@ -178,6 +193,7 @@ impl Vfs {
             uid: e.uid,
             gid: e.gid,
             size: e.size,
+            blocks: super::seek::blocks(e),
             mtime: e.mtime,
             ctime: e.ctime,
             rdev: e.rdev,
@@ -210,6 +226,7 @@ impl Vfs {
             uid,
             gid,
             size,
+            blocks: size.div_ceil(512),
             mtime: time,
             ctime: time,
             rdev: 0,

@@ -18,10 +18,25 @@ pub struct OpenFile {
     pub size: u64,
     extents: Vec<Extent>,
     /// File offset at which each extent starts.
-    starts: Vec<u64>,
+    pub(super) starts: Vec<u64>,
 }
 
 impl OpenFile {
+    pub(super) fn new(ino: u64, size: u64, extents: Vec<Extent>) -> Self {
+        let mut starts = Vec::with_capacity(extents.len());
+        let mut pos = 0u64;
+        for e in &extents {
+            starts.push(pos);
+            pos += e.len();
+        }
+        Self {
+            ino,
+            size,
+            extents,
+            starts,
+        }
+    }
+
     /// The file's content, extent by extent.
     pub fn extents(&self) -> &[Extent] {
         &self.extents
@@ -39,18 +54,7 @@ impl Vfs {
         let Payload::File { extents } = entry.payload else {
             return Err(VfsError::NotFound);
         };
-        let mut starts = Vec::with_capacity(extents.len());
-        let mut pos = 0;
-        for e in &extents {
-            starts.push(pos);
-            pos += e.len();
-        }
-        Ok(OpenFile {
-            ino,
-            size: entry.size,
-            extents,
-            starts,
-        })
+        Ok(OpenFile::new(ino, entry.size, extents))
     }
 
     /// Up to `len` bytes from `offset`; shorter only at end of file. Every chunk is verified against its id.
