@@ -39,7 +39,38 @@ fn fails(cmd: &mut std::process::Command, code: i32, needle: &str) {
             1,
             "not one line: {stderr}"
         );
+        assert_no_repeated_cause(&stderr);
     }
+}
+
+/// Each cause once: "X: No such file or directory: No such file or directory" says nothing twice as loud.
+fn assert_no_repeated_cause(line: &str) {
+    let parts: Vec<&str> = line.trim_end().split(": ").collect();
+    for (i, part) in parts.iter().enumerate() {
+        let again = parts[i + 1..].iter().any(|p| p == part);
+        assert!(!again, "{part:?} is printed twice: {line}");
+    }
+}
+
+/// `backupfs snapshots | head -1`: a reader that goes away ends the command quietly, as with other Unix tools,
+/// instead of a panic on EPIPE.
+#[test]
+fn a_closed_stdout_ends_a_command_without_a_panic() {
+    let t = TempDir::new("epipe");
+    let (_src, repo) = backed_up_tree(&t, "epipe", "default", None);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = bin()
+        .args(["snapshots", "--repo"])
+        .arg(&repo)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
 }
 
 #[test]
@@ -74,9 +105,25 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
             .arg(&repo)
             .args(["--account", "../evil"])
             .arg(&src),
-        1,
+        2,
         "invalid account",
     );
+    let mnt = t.join("mnt").display().to_string();
+    for args in [
+        vec!["snapshots"],
+        vec!["prune", "--keep-last", "1"],
+        vec!["mount", &mnt],
+    ] {
+        fails(
+            bin()
+                .args(&args)
+                .arg("--repo")
+                .arg(&repo)
+                .args(["--account", "../evil"]),
+            2,
+            "invalid account",
+        );
+    }
     fails(
         bin()
             .arg("backup")
@@ -181,4 +228,184 @@ fn unreadable_files_are_warnings_with_exit_code_3() {
         .unwrap()
         .contains("secret.txt"));
     assert_eq!(summary["files"], 1);
+}
+
+/// A policy that keeps nothing, a percentage out of range or NaN, a data check of 0%: usage errors that change
+/// nothing. `--keep-daily 0` used to forget every snapshot of every account and exit 0.
+#[test]
+fn policies_that_keep_nothing_and_meaningless_percentages_are_refused() {
+    let t = TempDir::new("policy");
+    let (_src, repo) = backed_up_tree(&t, "p", "default", None);
+    let snapshots = || {
+        let out = bin()
+            .args(["snapshots", "--json", "--repo"])
+            .arg(&repo)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let before = snapshots();
+    for keep in [
+        "--keep-daily",
+        "--keep-last",
+        "--keep-weekly",
+        "--keep-monthly",
+    ] {
+        fails(
+            bin().args(["prune", "--repo"]).arg(&repo).args([keep, "0"]),
+            2,
+            "keeps nothing",
+        );
+    }
+    for bad in ["150", "NaN", "-1"] {
+        fails(
+            bin()
+                .args(["prune", "--keep-last", "1", "--repo"])
+                .arg(&repo)
+                .args(["--repack-threshold", bad]),
+            2,
+            bad,
+        );
+    }
+    fails(
+        bin()
+            .args(["check", "--read-data-subset", "0%", "--repo"])
+            .arg(&repo),
+        2,
+        "reads nothing",
+    );
+    let cfg = t.join("config.toml");
+    std::fs::write(&cfg, "[retention]\nkeep_daily = 0\n").unwrap();
+    fails(
+        bin()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["prune", "--repo"])
+            .arg(&repo),
+        1,
+        "retention.keep_daily = 0 keeps nothing",
+    );
+    assert_eq!(before, snapshots(), "a refused prune forgot snapshots");
+    assert_eq!(before.as_array().map(Vec::len), Some(1));
+}
+
+/// `--time` far in the future: the snapshot would own `latest` until then. Refused as a usage error.
+#[test]
+fn a_snapshot_time_in_the_future_is_refused() {
+    let t = TempDir::new("future");
+    let (src, repo) = backed_up_tree(&t, "future", "default", None);
+    fails(
+        bin()
+            .args(["backup", "--time", "2099-01-01T00:00:00Z", "--repo"])
+            .arg(&repo)
+            .arg(&src),
+        2,
+        "in the future",
+    );
+}
+
+/// A repository inside the directory it backs up is left out of the snapshot, not copied into itself.
+#[test]
+fn a_repository_inside_its_source_is_not_backed_up_into_itself() {
+    let t = TempDir::new("inside");
+    let src = t.join("src");
+    gen_tree(&src, "inside");
+    let repo = src.join("backups-repo");
+    init_repo(&repo);
+    let before: String = describe(&src)
+        .lines()
+        .filter(|l| !l.starts_with("b'backups-repo"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let summary = backup(&repo, "default", &src, None);
+    assert_eq!(summary["warnings"], 0, "{summary}");
+    let m = Mount::new(&repo, "default", &t.join("mnt"));
+    assert!(!m.path.join("latest/backups-repo").exists());
+    assert_same_tree(&before, &describe(&m.latest_in("")));
+}
+
+/// A small filesystem for the repository, unmounted in every path.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn new(at: std::path::PathBuf, size: &str) -> Self {
+        std::fs::create_dir_all(&at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Self(at)
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A backup that fills the disk fails with one line naming the file and the cause, leaves no temporary pack
+/// taking the space, and loses nothing that was there.
+#[test]
+fn a_full_disk_fails_the_backup_cleanly_and_frees_its_temporary_files() {
+    let t = TempDir::new("fulldisk");
+    let small = SmallFs::new(t.join("small"), "4m");
+    let repo = small.0.join("repo");
+    init_repo(&repo);
+    let src = t.join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("small.bin"), noise(1, 100_000)).unwrap();
+    backup(&repo, "default", &src, None);
+    std::fs::write(src.join("big.bin"), noise(2, 8 << 20)).unwrap();
+    fails(
+        bin().args(["backup", "--repo"]).arg(&repo).arg(&src),
+        1,
+        "No space left on device",
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(repo.join("tmp")).unwrap().collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    check_clean(&repo);
+}
+
+/// One flipped bit in the 96-byte config used to lock the whole repository out for good. The error names the
+/// way out, and `repair config` corrects one bit exactly and rebuilds anything worse from the defaults.
+#[test]
+fn a_damaged_config_is_repaired() {
+    let t = TempDir::new("config");
+    let (src, repo) = backed_up_tree(&t, "config", "default", None);
+    let cfg = repo.join("config");
+    let original = std::fs::read(&cfg).unwrap();
+    let mut flipped = original.clone();
+    flipped[50] ^= 0x04;
+    std::fs::write(&cfg, &flipped).unwrap();
+    fails(
+        bin().args(["snapshots", "--repo"]).arg(&repo),
+        1,
+        "backupfs repair config",
+    );
+    let repair = || {
+        let out = bin()
+            .args(["repair", "config", "--repo"])
+            .arg(&repo)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(repair().contains("corrected bit 2 of byte 50"));
+    assert_eq!(std::fs::read(&cfg).unwrap(), original);
+
+    std::fs::write(&cfg, b"not a config at all").unwrap();
+    assert!(repair().contains("rebuilt from the defaults"));
+    assert!(repair().contains("intact"));
+    check_clean(&repo);
+    backup(&repo, "default", &src, None);
+    let m = Mount::new(&repo, "default", &t.join("mnt"));
+    assert_same_tree(&describe(&src), &describe(&m.latest_in("")));
 }

@@ -411,3 +411,93 @@ fn a_stopped_mount_leaves_no_files_behind() {
     assert!(m.stop().success());
     assert_eq!(private_dirs(), 0, "the mount's index directory outlived it");
 }
+
+/// Hard links of symlinks and FIFOs are one inode with two names, as in the source: `cp -a` of the source keeps
+/// them, so a restore from the mount must too. They used to come back as separate inodes with one link each.
+#[test]
+fn hard_links_of_symlinks_and_fifos_are_one_inode() {
+    let t = TempDir::new("speciallinks");
+    let src = t.join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::os::unix::fs::symlink("target-of-link", src.join("l1")).unwrap();
+    std::fs::hard_link(src.join("l1"), src.join("l2")).unwrap();
+    let fifo = std::ffi::CString::new(src.join("p1").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::fs::hard_link(src.join("p1"), src.join("p2")).unwrap();
+    assert_eq!(
+        std::fs::symlink_metadata(src.join("l2")).unwrap().nlink(),
+        2
+    );
+    let repo = t.join("repo");
+    init_repo(&repo);
+    backup(&repo, "default", &src, None);
+
+    let m = Mount::new(&repo, "default", &t.join("mnt"));
+    let copy = t.join("copy");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(m.path.join("latest/"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for root in [m.path.join("latest"), copy] {
+        for (a, b) in [("l1", "l2"), ("p1", "p2")] {
+            let (ma, mb) = (
+                std::fs::symlink_metadata(root.join(a)).unwrap(),
+                std::fs::symlink_metadata(root.join(b)).unwrap(),
+            );
+            assert_eq!(ma.ino(), mb.ino(), "{}: {a} and {b}", root.display());
+            assert_eq!((ma.nlink(), mb.nlink()), (2, 2), "{}: {a}", root.display());
+        }
+        assert_eq!(
+            std::fs::read_link(root.join("l2")).unwrap(),
+            std::path::Path::new("target-of-link")
+        );
+    }
+}
+
+/// Mount points that would go wrong are refused before mounting, with one line naming them: a directory with
+/// files in it (the mount would hide them), one where the repository is mounted already (FUSE mounts stack),
+/// and a thread count the daemon cannot start (it used to leave a dead mount behind).
+#[test]
+fn bad_mount_points_and_thread_counts_are_refused_before_mounting() {
+    let t = TempDir::new("badpoint");
+    let (_src, repo) = backed_up_tree(&t, "bp", "default", None);
+    let refused = |args: &[&str], point: &std::path::Path, code: i32, needle: &str| {
+        let out = bin()
+            .args(["mount", "--repo"])
+            .arg(&repo)
+            .args(args)
+            .arg(point)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    };
+    let full = t.join("full");
+    fs::create_dir(&full).unwrap();
+    fs::write(full.join("keep.txt"), b"mine").unwrap();
+    refused(&[], &full, 1, "not empty");
+    assert!(!is_mounted(&full));
+    assert_eq!(fs::read(full.join("keep.txt")).unwrap(), b"mine");
+
+    let empty = t.join("empty");
+    fs::create_dir(&empty).unwrap();
+    refused(&["--threads", "100000"], &empty, 2, "100000");
+    assert!(!is_mounted(&empty));
+
+    let m = Mount::new(&repo, "default", &t.join("mnt"));
+    refused(&["--account", "default"], &m.path, 1, "already mounted");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let target = m.path.to_string_lossy();
+    let stacked = mounts
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(&*target))
+        .count();
+    assert_eq!(stacked, 1, "{mounts}");
+    assert!(fs::read_dir(m.path.join("latest")).unwrap().count() > 0);
+}

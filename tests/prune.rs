@@ -227,3 +227,36 @@ fn prune_beside_a_live_mount_and_a_running_backup_loses_nothing() {
     assert_same_tree(&described[5], &describe(&m.path.join("2026-11-15")));
     let _ = r;
 }
+
+/// A pruned snapshot's directory disappears from a live mount for lookups by name too. The kernel keeps
+/// snapshot directories in its dentry cache for an hour; the mount used to leave them there, and `ls` of the
+/// pruned name showed an empty directory, as if the backup were empty.
+#[test]
+fn a_pruned_snapshot_is_gone_for_lookups_by_name_on_a_live_mount() {
+    let t = TempDir::new("prunelookup");
+    let (src, repo) = backed_up_tree(&t, "pl", "default", Some("2026-01-01T03:00:00Z"));
+    backup(&repo, "default", &src, Some("2026-01-02T03:00:00Z"));
+    let m = Mount::new(&repo, "default", &t.join("mnt"));
+    let old = m.path.join("2026-01-01");
+    // Looked up, listed and stat'ed: now in the kernel's caches.
+    assert!(fs::read_dir(&old).unwrap().count() > 0);
+    fs::metadata(&old).unwrap();
+
+    prune(&repo, &["--keep-last", "1"]);
+    wait_until(
+        "the mount drops 2026-01-01 from its root listing",
+        std::time::Duration::from_secs(20),
+        || {
+            !fs::read_dir(&m.path)
+                .unwrap()
+                .any(|e| e.unwrap().file_name() == "2026-01-01")
+        },
+    );
+    let err = fs::metadata(&old).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+    assert_eq!(
+        fs::read_dir(&old).unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
+    assert!(fs::read_dir(m.path.join("2026-01-02")).unwrap().count() > 0);
+}

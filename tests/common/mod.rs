@@ -217,6 +217,13 @@ impl Mount {
         panic!("mount at {} did not come up", self.path.display());
     }
 
+    /// The directory `latest` points to in `dir` (the mount root, or an account's directory): the fixture
+    /// describer does not follow the symlink itself.
+    pub fn latest_in(&self, dir: &str) -> PathBuf {
+        let listing = self.path.join(dir);
+        listing.join(std::fs::read_link(listing.join("latest")).unwrap())
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
