@@ -9,7 +9,7 @@
 
 use crate::backend::BackendError;
 use crate::format::tree::{Extent, Payload};
-use crate::format::{BlobId, PackId, TreeId};
+use crate::format::{BlobId, PackId, SnapshotId, TreeId};
 use crate::index::{BlobLocation, CatalogEntry};
 use crate::repo::{read_manifest, read_pack_trailer, Directory, RepoError, Repository};
 use crate::vfs::naming;
@@ -39,15 +39,28 @@ pub fn check(repo: &Repository, read_fraction: f64) -> Result<CheckReport, RepoE
     let mut bad: HashMap<BlobId, String> = HashMap::new();
     let mut seen: HashSet<BlobId> = HashSet::new();
     let mut paged: Vec<(BlobId, Directory)> = Vec::new();
+    let mut claims = Claims::default();
+    check_ordinals(&snapshots, &mut report);
+    let forgetting = repo.forgetting()?;
     for s in &snapshots {
-        if let Err(e) = read_manifest(repo.backend(), s.id) {
-            report.damage.push(format!(
+        let gone = |e: &RepoError| matches!(e, RepoError::Backend(BackendError::NotFound { .. }));
+        match read_manifest(repo.backend(), s.id) {
+            Err(e) if gone(&e) && forgetting.contains(&s.id) => report.leftovers.push(format!(
+                "snapshot {} ({}): being forgotten by an interrupted prune (the next prune finishes)",
+                s.id,
+                describe(s)
+            )),
+            Err(e) => report.damage.push(format!(
                 "snapshot {} ({}): manifest: {e}",
                 s.id,
                 describe(s)
-            ));
+            )),
+            Ok(_) => {}
         }
         let mut pending: Vec<BlobId> = Vec::new();
+        if let Payload::Dir { tree, descendants } = s.manifest.root.payload {
+            claims.dirs.insert((tree, descendants, None));
+        }
         if let Some(l) = s.manifest.links {
             pending.push(BlobId::links(l));
         }
@@ -65,7 +78,10 @@ pub fn check(repo: &Repository, read_fraction: f64) -> Result<CheckReport, RepoE
             }
             if id.kind == crate::format::BlobKind::Tree {
                 match repo.directory(TreeId(id.hash)) {
-                    Ok(Directory::Flat(tree)) => pending.extend(children(&tree)),
+                    Ok(Directory::Flat(tree)) => {
+                        claims.record(TreeId(id.hash), &tree);
+                        pending.extend(children(&tree));
+                    }
                     Ok(dir) => {
                         pending.extend(dir.pages().iter().map(|p| BlobId::tree(p.tree)));
                         paged.push((id, dir));
@@ -90,9 +106,92 @@ pub fn check(repo: &Repository, read_fraction: f64) -> Result<CheckReport, RepoE
             bad.insert(id, e.to_string());
         }
     }
+    claims.verify(repo, &mut bad);
     report_damage(repo, &snapshots, &bad, &mut report)?;
-    find_leftovers(repo, &mut report)?;
+    find_leftovers(repo, &snapshots, &mut report)?;
     Ok(report)
+}
+
+/// Ordinals are unique by construction; two snapshots sharing one (a second writer, a merged copy) would show
+/// one's files under the other's name in the mount.
+fn check_ordinals(snapshots: &[CatalogEntry], report: &mut CheckReport) {
+    let mut owner: HashMap<u64, &CatalogEntry> = HashMap::new();
+    for s in snapshots {
+        if let Some(first) = owner.insert(s.manifest.ordinal, s) {
+            report.damage.push(format!(
+                "snapshot {} ({}): ordinal {} also belongs to snapshot {} ({}); run `backupfs repair index`",
+                s.id,
+                describe(s),
+                s.manifest.ordinal,
+                first.id,
+                describe(first)
+            ));
+        }
+    }
+}
+
+/// What trees say about what they reference, checked once everything is loaded: the mount numbers entries
+/// from descendant counts and reads files by extent lengths, so a wrong one shows files in the wrong place.
+#[derive(Default)]
+struct Claims {
+    /// (directory's tree, its declared descendants, the tree that declares it; None for a snapshot root).
+    dirs: HashSet<(TreeId, u64, Option<TreeId>)>,
+    /// (chunk, its length as an extent declares it, the tree that declares it).
+    chunks: HashSet<(BlobId, u32, TreeId)>,
+}
+
+impl Claims {
+    fn record(&mut self, id: TreeId, tree: &crate::format::tree::Tree) {
+        for e in &tree.entries {
+            match &e.payload {
+                Payload::Dir { tree, descendants } => {
+                    self.dirs.insert((*tree, *descendants, Some(id)));
+                }
+                Payload::File { extents } => {
+                    for x in extents {
+                        if let Extent::Data { id: chunk, len } = x {
+                            self.chunks.insert((BlobId::chunk(*chunk), *len, id));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Marks the declaring tree damaged for each claim its target contradicts (targets already damaged are
+    /// reported as such).
+    fn verify(&self, repo: &Repository, bad: &mut HashMap<BlobId, String>) {
+        let mut wrong: Vec<(BlobId, String)> = Vec::new();
+        for &(tree, declared, parent) in &self.dirs {
+            let Ok(dir) = repo.directory(tree) else {
+                continue;
+            };
+            if dir.descendants() != declared {
+                let by = parent.map_or("the snapshot's root entry".into(), |p| format!("tree {p}"));
+                let what = format!(
+                    "{by} says directory tree {tree} has {declared} descendants; it has {}",
+                    dir.descendants()
+                );
+                wrong.push((parent.map_or(BlobId::tree(tree), BlobId::tree), what));
+            }
+        }
+        for &(chunk, len, tree) in &self.chunks {
+            let Ok(Some(loc)) = repo.locate(chunk) else {
+                continue;
+            };
+            if loc.raw_len != len {
+                let what = format!(
+                    "an extent says chunk {chunk} is {len} bytes; it is {}",
+                    loc.raw_len
+                );
+                wrong.push((BlobId::tree(tree), what));
+            }
+        }
+        for (id, what) in wrong {
+            bad.entry(id).or_insert(what);
+        }
+    }
 }
 
 fn children(tree: &crate::format::tree::Tree) -> Vec<BlobId> {
@@ -237,7 +336,11 @@ fn find_paths(
     }
 }
 
-fn find_leftovers(repo: &Repository, report: &mut CheckReport) -> Result<(), RepoError> {
+fn find_leftovers(
+    repo: &Repository,
+    snapshots: &[CatalogEntry],
+    report: &mut CheckReport,
+) -> Result<(), RepoError> {
     let indexed: HashSet<PackId> = repo
         .indexed_blobs()?
         .into_iter()
@@ -248,6 +351,26 @@ fn find_leftovers(repo: &Repository, report: &mut CheckReport) -> Result<(), Rep
             report
                 .leftovers
                 .push(format!("pack {pack}: no indexed blob points to it"));
+        }
+    }
+    let catalog: HashMap<SnapshotId, u64> = (snapshots.iter())
+        .map(|s| (s.id, s.manifest.ordinal))
+        .collect();
+    let ordinals: HashSet<u64> = catalog.values().copied().collect();
+    for id in repo.backend().list_manifests()? {
+        if catalog.contains_key(&id) {
+            continue;
+        }
+        match read_manifest(repo.backend(), id) {
+            Ok((m, _)) if ordinals.contains(&m.ordinal) => report.damage.push(format!(
+                "snapshot {id}: its ordinal {} belongs to another snapshot, so it cannot be shown; run \
+                 `backupfs repair index`",
+                m.ordinal
+            )),
+            Ok(_) => report.leftovers.push(format!(
+                "snapshot {id}: not in the index yet (the next backup adds it)"
+            )),
+            Err(e) => report.damage.push(format!("snapshot {id}: {e}")),
         }
     }
     let tmp = repo.root().join("tmp");

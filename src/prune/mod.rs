@@ -2,7 +2,8 @@
 //!
 //! Safe beside backups and mounts, and after a crash at any point:
 //! 1. Under `locks/prune.lock` (one prune or repair at a time), decide per account what to forget.
-//! 2. Delete the forgotten snapshots' manifests first, so that no later `reconcile` can bring them back.
+//! 2. Mark the snapshots to forget in the index ("F" keys), then delete their manifests, so that no later
+//!    `reconcile` can bring them back.
 //! 3. Under the index lock: drop their catalog entries (mounts stop showing them within one refresh), mark
 //!    everything the remaining snapshots reference, and remove every other blob from the index. From then on
 //!    no new backup can deduplicate against a dead blob.
@@ -104,6 +105,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport, Prun
         }
         return Ok(report);
     }
+    // Recorded before any manifest goes, so that a prune killed in between leaves snapshots that `check` and
+    // `repair` know are being forgotten, not damaged.
+    let mut batch = WriteBatch::default();
+    for s in &forget {
+        IndexWriter::mark_forgetting(&mut batch, s.id);
+    }
+    repo.index_writer()?.write(batch).map_err(RepoError::from)?;
     for s in &forget {
         match repo.backend().remove(Object::Manifest(s.id)) {
             Ok(()) | Err(BackendError::NotFound { .. }) => {}
