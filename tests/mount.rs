@@ -501,3 +501,25 @@ fn bad_mount_points_and_thread_counts_are_refused_before_mounting() {
     assert_eq!(stacked, 1, "{mounts}");
     assert!(fs::read_dir(m.path.join("latest")).unwrap().count() > 0);
 }
+
+/// Under a small address-space limit the daemon used to abort inside RocksDB with no line, leaving a dead
+/// mount. It now refuses before mounting, naming the limit and what it needs.
+#[test]
+fn a_small_address_space_limit_is_refused_before_mounting() {
+    let t = TempDir::new("ulimit");
+    let (_src, repo) = backed_up_tree(&t, "ul", "default", None);
+    let point = t.join("mnt");
+    fs::create_dir(&point).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 400000 && exec \"$0\" mount --repo \"$1\" --account default \"$2\"")
+        .arg(env!("CARGO_BIN_EXE_backupfs"))
+        .arg(&repo)
+        .arg(&point)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("ulimit -v"), "{stderr}");
+    assert!(!is_mounted(&point));
+}

@@ -789,6 +789,7 @@ fn man_pages_and_completions_are_generated() {
             "backupfs-init.1",
             "backupfs-mount.1",
             "backupfs-prune.1",
+            "backupfs-repair-config.1",
             "backupfs-repair-index.1",
             "backupfs-repair.1",
             "backupfs-snapshots.1",

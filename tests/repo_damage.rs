@@ -337,10 +337,7 @@ fn two_snapshots_with_one_ordinal_are_detected_and_renumbered() {
         &describe(&alice_src),
         &describe(&m.path.join("alice/2026-01-01")),
     );
-    assert_same_tree(
-        &describe(&alice_src),
-        &describe(&m.latest_in("alice")),
-    );
+    assert_same_tree(&describe(&alice_src), &describe(&m.latest_in("alice")));
     assert_same_tree(&describe(&bob_src), &describe(&m.latest_in("bob")));
 }
 
@@ -399,14 +396,26 @@ fn fifos_where_objects_belong_hang_nothing() {
     ] {
         let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "{}", fifo.display());
+        assert_eq!(
+            unsafe { libc::mkfifo(c.as_ptr(), 0o644) },
+            0,
+            "{}",
+            fifo.display()
+        );
     }
     let limit = std::time::Duration::from_secs(60);
     let out = output_within(
-        bin().args(["backup", "--json", "--repo"]).arg(&repo).arg(&src),
+        bin()
+            .args(["backup", "--json", "--repo"])
+            .arg(&repo)
+            .arg(&src),
         limit,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = output_within(bin().args(["check", "--repo"]).arg(&repo), limit);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(4), "{stdout}");

@@ -101,9 +101,16 @@ fn commit_lying_snapshot(repo_path: &std::path::Path) {
     let lying = TreeId::of(&bytes);
     let mut pack = PackBuilder::default();
     let (stored, compression) = compress(&bytes, 3);
-    pack.add(BlobId::tree(lying), &stored, compression, bytes.len() as u32);
+    pack.add(
+        BlobId::tree(lying),
+        &stored,
+        compression,
+        bytes.len() as u32,
+    );
     let (id, pack_bytes, pack_entries) = pack.finish();
-    repo.backend().write_new(Object::Pack(id), &pack_bytes).unwrap();
+    repo.backend()
+        .write_new(Object::Pack(id), &pack_bytes)
+        .unwrap();
     let mut manifest = newest.manifest.clone();
     // The root entry itself agrees with the lying tree: only the inner claim is wrong.
     manifest.root.payload = Payload::Dir {

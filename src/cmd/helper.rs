@@ -239,7 +239,7 @@ pub(crate) fn helper_main() -> ! {
             ("threads", Some(v)) => match v.parse::<usize>().map_err(|e| e.to_string()) {
                 Ok(n) => match backupfs::ops::config::valid_threads(n) {
                     Ok(n) => threads = Some(n),
-                    Err(e) => usage(format!("option {e}")),
+                    Err(e) => usage(format!("option threads={v}: {e}")),
                 },
                 Err(e) => usage(format!("option threads={v}: {e}")),
             },

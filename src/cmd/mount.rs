@@ -21,6 +21,7 @@ pub(crate) fn mount(req: &MountRequest, daemon: Option<Daemon>) -> Result<()> {
     backupfs::fuse::block_termination_signals();
     let mountpoint = &req.mountpoint;
     check_mount_point(req)?;
+    check_address_space(req)?;
     let meta = std::fs::metadata(mountpoint)
         .with_context(|| format!("mount point {}", mountpoint.display()))?;
     let repo = Arc::new(Repository::open(&req.repo, req.caches)?);
@@ -132,6 +133,36 @@ fn check_mount_point(req: &MountRequest) -> Result<()> {
     let mut entries = std::fs::read_dir(&point).with_context(|| format!("mount point {shown}"))?;
     if entries.next().is_some() {
         bail!("mount point {shown} is not empty: the mount would hide its files (give an empty directory)");
+    }
+    Ok(())
+}
+
+/// Refuses to mount under an address-space limit (`ulimit -v`) the daemon cannot live within: RocksDB and the
+/// serving threads reserve address space as they start, and a failed reservation inside RocksDB aborts the
+/// process without a word, after the mount is made. Measured on Debian 12 with 4 threads and the default
+/// caches: 537 MiB works, 488 MiB aborts; the estimate adds a margin.
+fn check_address_space(req: &MountRequest) -> Result<()> {
+    const BASE_MIB: u64 = 480;
+    const PER_THREAD_MIB: u64 = 8;
+    let caches_mib = (req.caches.trees + req.caches.chunks) as u64 * 5 / 4 >> 20;
+    let needed_mib = BASE_MIB + PER_THREAD_MIB * req.threads as u64 + caches_mib;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return Ok(());
+    }
+    let limit_mib = limit.rlim_cur >> 20;
+    if limit_mib < needed_mib {
+        bail!(
+            "the address-space limit (ulimit -v) is {limit_mib} MiB; a mount with {} threads and these caches needs \
+             about {needed_mib} MiB: raise the limit, or lower --threads, --tree-cache or --chunk-cache",
+            req.threads
+        );
     }
     Ok(())
 }

@@ -338,11 +338,14 @@ impl IndexWriter {
             .db
             .get_pinned(keys::NEXT_ORDINAL)
             .map_err(db_err(&self.path))?;
+        // Bounded by what a manifest may hold: a damaged value must not make the next commit overflow or write
+        // a manifest every reader refuses.
         v.as_deref()
             .and_then(keys::u64_le)
+            .filter(|n| (1..=crate::format::manifest::MAX_ORDINAL).contains(n))
             .ok_or_else(|| IndexError::Corrupt {
                 path: self.path.clone(),
-                what: "no next ordinal".into(),
+                what: "next ordinal missing or beyond the format's maximum".into(),
             })
     }
 

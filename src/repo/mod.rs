@@ -296,6 +296,12 @@ impl Repository {
             RepoError::BlobCorrupt { id, pack: loc.pack }
         };
         let pack = Object::Pack(loc.pack);
+        // A damaged index value must not make a chunk read allocate gigabytes.
+        if id.kind == crate::format::BlobKind::Chunk
+            && u64::from(loc.raw_len) > crate::format::tree::MAX_CHUNK_LEN
+        {
+            return Err(corrupt());
+        }
         let (stored_len, raw_len) = (loc.stored_len as usize, loc.raw_len as usize);
         let mut plain = self.spare.take(raw_len);
         match loc.compression {

@@ -17,7 +17,8 @@ pub const ROOT: u64 = 1;
 pub const LATEST: u64 = 2;
 pub const DFS_BITS: u32 = 36;
 pub const MAX_DFS: u64 = (1 << DFS_BITS) - 1;
-pub const MAX_ORDINAL: u64 = (1 << (64 - DFS_BITS)) - 1;
+pub const MAX_ORDINAL: u64 = crate::format::manifest::MAX_ORDINAL;
+const _: () = assert!(MAX_ORDINAL == (1 << (64 - DFS_BITS)) - 1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ino {
