@@ -466,13 +466,15 @@ fn bad_mount_points_and_thread_counts_are_refused_before_mounting() {
     let t = TempDir::new("badpoint");
     let (_src, repo) = backed_up_tree(&t, "bp", "default", None);
     let refused = |args: &[&str], point: &std::path::Path, code: i32, needle: &str| {
-        let out = bin()
-            .args(["mount", "--repo"])
-            .arg(&repo)
-            .args(args)
-            .arg(point)
-            .output()
-            .unwrap();
+        // Bounded: a mount that is not refused would serve in the foreground for ever.
+        let out = output_within(
+            bin()
+                .args(["mount", "--repo"])
+                .arg(&repo)
+                .args(args)
+                .arg(point),
+            std::time::Duration::from_secs(30),
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
