@@ -20,17 +20,6 @@ fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
-fn data_packs(repo: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut packs = Vec::new();
-    for sub in fs::read_dir(repo.join("packs")).unwrap() {
-        for p in fs::read_dir(sub.unwrap().path()).unwrap() {
-            packs.push(p.unwrap().path());
-        }
-    }
-    packs.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
-    packs
-}
-
 #[test]
 fn a_flipped_byte_gives_eio_on_that_file_only() {
     let t = TempDir::new("corrupt");
@@ -46,7 +35,7 @@ fn a_flipped_byte_gives_eio_on_that_file_only() {
     init_repo(&repo);
     backup(&repo, "default", &src, None);
     // The largest pack holds the three chunks (incompressible, stored raw); the first blob starts at byte 16.
-    let pack = &data_packs(&repo)[0];
+    let pack = &packs_by_size(&repo)[0];
     let mut bytes = fs::read(pack).unwrap();
     bytes[16 + 1000] ^= 0x40;
     fs::write(pack, bytes).unwrap();

@@ -11,18 +11,6 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// Every pack file, largest first (the data pack of a small tree comes first, its metadata pack last).
-fn packs_by_size(repo: &Path) -> Vec<PathBuf> {
-    let mut packs = Vec::new();
-    for sub in fs::read_dir(repo.join("packs")).unwrap() {
-        for p in fs::read_dir(sub.unwrap().path()).unwrap() {
-            packs.push(p.unwrap().path());
-        }
-    }
-    packs.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
-    packs
-}
-
 fn pack_id(pack: &Path) -> String {
     pack.file_stem().unwrap().to_string_lossy().into_owned()
 }

@@ -505,6 +505,19 @@ pub fn run_and_kill(cmd: &mut Command, delay: Duration) {
     let _ = child.wait();
 }
 
+/// Every pack file of a repository, largest first (a small tree's data pack comes first, its metadata pack
+/// last).
+pub fn packs_by_size(repo: &Path) -> Vec<PathBuf> {
+    let mut packs = Vec::new();
+    for sub in std::fs::read_dir(repo.join("packs")).unwrap() {
+        for p in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+            packs.push(p.unwrap().path());
+        }
+    }
+    packs.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).unwrap().len()));
+    packs
+}
+
 /// Asserts that `check --read-data` finds no damage.
 pub fn check_clean(repo: &Path) {
     let out = bin()
