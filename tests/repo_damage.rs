@@ -384,12 +384,8 @@ fn fifos_where_objects_belong_hang_nothing() {
     ] {
         let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
-        assert_eq!(
-            unsafe { libc::mkfifo(c.as_ptr(), 0o644) },
-            0,
-            "{}",
-            fifo.display()
-        );
+        let made = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
+        assert_eq!(made, 0, "{}", fifo.display());
     }
     let limit = std::time::Duration::from_secs(60);
     let out = output_within(

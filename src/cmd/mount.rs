@@ -144,7 +144,7 @@ fn check_mount_point(req: &MountRequest) -> Result<()> {
 fn check_address_space(req: &MountRequest) -> Result<()> {
     const BASE_MIB: u64 = 480;
     const PER_THREAD_MIB: u64 = 8;
-    let caches_mib = (req.caches.trees + req.caches.chunks) as u64 * 5 / 4 >> 20;
+    let caches_mib = ((req.caches.trees + req.caches.chunks) as u64 * 5 / 4) >> 20;
     let needed_mib = BASE_MIB + PER_THREAD_MIB * req.threads as u64 + caches_mib;
     let mut limit = libc::rlimit {
         rlim_cur: 0,
