@@ -22,9 +22,19 @@ impl Rng {
     }
 }
 
-fn day_time(day: u64, hour: u64) -> String {
+/// Midnight UTC, `back` days before today: every round's snapshot day then lies in the past however many rounds a
+/// soak runs (a backup refuses a time more than a day ahead).
+fn days_ago(back: u64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    (now / 86_400 - back as i64) * 86_400
+}
+
+fn day_time(first_day: i64, day: u64, hour: u64) -> String {
     rfc3339_utc(Timestamp {
-        sec: 1_793_491_200 + (day * 24 + hour) as i64 * 3600,
+        sec: first_day + (day * 24 + hour) as i64 * 3600,
         nsec: 0,
     })
 }
@@ -77,25 +87,57 @@ fn sigkill_during_backups_and_prunes_never_loses_a_retained_byte() {
     let (r, s) = (repo.to_str().unwrap(), src.to_str().unwrap());
     let mut expected: HashMap<String, String> = HashMap::new();
     let mut rng = Rng(0x5eed_1234_abcd_0001);
-    run_ok(&["backup", "--repo", r, "--time", &day_time(0, 3), s]);
-    expected.insert(day_time(0, 3)[..10].to_string(), describe(&src));
+    let first_day = days_ago(rounds + 2);
+    run_ok(&[
+        "backup",
+        "--repo",
+        r,
+        "--time",
+        &day_time(first_day, 0, 3),
+        s,
+    ]);
+    expected.insert(day_time(first_day, 0, 3)[..10].to_string(), describe(&src));
     for round in 1..=rounds {
         mutate(&src, "f", round as u32);
         std::fs::write(src.join("big.bin"), noise(round, 6_000_000)).unwrap();
-        expected.insert(day_time(round, 3)[..10].to_string(), describe(&src));
+        expected.insert(
+            day_time(first_day, round, 3)[..10].to_string(),
+            describe(&src),
+        );
         backupfs_killed_after(
-            &["backup", "--repo", r, "--time", &day_time(round, 3), s],
+            &[
+                "backup",
+                "--repo",
+                r,
+                "--time",
+                &day_time(first_day, round, 3),
+                s,
+            ],
             rng.below(400),
         );
         backupfs_killed_after(&["prune", "--repo", r, "--keep-daily", "3"], rng.below(300));
         check_and_compare(&repo, &mnt, &expected, round);
         // The next run recovers by itself: a complete backup and prune after the crashes.
         if round % 2 == 0 {
-            run_ok(&["backup", "--repo", r, "--time", &day_time(round, 4), s]);
+            run_ok(&[
+                "backup",
+                "--repo",
+                r,
+                "--time",
+                &day_time(first_day, round, 4),
+                s,
+            ]);
             run_ok(&["prune", "--repo", r, "--keep-daily", "3"]);
         }
     }
-    run_ok(&["backup", "--repo", r, "--time", &day_time(rounds, 5), s]);
+    run_ok(&[
+        "backup",
+        "--repo",
+        r,
+        "--time",
+        &day_time(first_day, rounds, 5),
+        s,
+    ]);
     run_ok(&["prune", "--repo", r, "--keep-daily", "3"]);
     check_and_compare(&repo, &mnt, &expected, rounds + 1);
     let leftovers = std::fs::read_dir(repo.join("tmp")).unwrap().count();
