@@ -39,6 +39,9 @@ fn day_time(first_day: i64, day: u64, hour: u64) -> String {
     })
 }
 
+/// Rounds of mutations of one generated tree before a soak starts from a fresh one.
+const MUTATION_DAYS: u64 = 50;
+
 /// Starts `backupfs args` and SIGKILLs it after `delay_ms` (it may have finished by then).
 fn backupfs_killed_after(args: &[&str], delay_ms: u64) {
     run_and_kill(bin().args(args), Duration::from_millis(delay_ms));
@@ -98,7 +101,18 @@ fn sigkill_during_backups_and_prunes_never_loses_a_retained_byte() {
     ]);
     expected.insert(day_time(first_day, 0, 3)[..10].to_string(), describe(&src));
     for round in 1..=rounds {
-        mutate(&src, "f", round as u32);
+        // gen_tree's tiny tree runs out of files to change after about 60 days of mutations: a long soak starts
+        // from a fresh tree every MUTATION_DAYS rounds (what was backed up before stays in `expected`).
+        let (generation, day) = ((round - 1) / MUTATION_DAYS, (round - 1) % MUTATION_DAYS + 1);
+        let seed = match generation {
+            0 => "f".to_string(),
+            g => format!("f{g}"),
+        };
+        if generation > 0 && day == 1 {
+            std::fs::remove_dir_all(&src).unwrap();
+            gen_tree(&src, &seed);
+        }
+        mutate(&src, &seed, day as u32);
         std::fs::write(src.join("big.bin"), noise(round, 6_000_000)).unwrap();
         expected.insert(
             day_time(first_day, round, 3)[..10].to_string(),
