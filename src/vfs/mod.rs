@@ -118,6 +118,9 @@ pub enum Scope {
     All,
 }
 
+/// Names a catalog reload removed, as (directory inode, name): what the kernel must forget.
+pub type GoneNames = Vec<(u64, Vec<u8>)>;
+
 pub struct Vfs {
     repo: Arc<Repository>,
     scope: Scope,
@@ -154,12 +157,12 @@ impl Vfs {
     /// Follows other processes' commits and reloads the catalog. Returns None if the snapshot list is unchanged,
     /// else the names that are gone (pruned), as (directory inode, name): the kernel may hold them in its
     /// dentry cache, and must be told to forget them.
-    pub fn refresh(&self) -> Result<Option<Vec<(u64, Vec<u8>)>>, VfsError> {
+    pub fn refresh(&self) -> Result<Option<GoneNames>, VfsError> {
         self.repo.refresh()?;
         self.reload()
     }
 
-    fn reload(&self) -> Result<Option<Vec<(u64, Vec<u8>)>>, VfsError> {
+    fn reload(&self) -> Result<Option<GoneNames>, VfsError> {
         let account = match &self.scope {
             Scope::Account(a) => Some(a.as_str()),
             Scope::All => None,
@@ -296,7 +299,7 @@ impl Vfs {
 }
 
 /// Snapshot and account directories of `old` that `new` no longer has under the same name and inode.
-fn names_gone(old: &Catalog, new: &Catalog) -> Vec<(u64, Vec<u8>)> {
+fn names_gone(old: &Catalog, new: &Catalog) -> GoneNames {
     let mut gone = Vec::new();
     for (account, listing) in &old.listings {
         let kept = new.listings.get(account);
