@@ -249,10 +249,6 @@ impl Repository {
         Ok(self.index().forgetting()?)
     }
 
-    pub fn has_blob(&self, id: BlobId) -> Result<bool, RepoError> {
-        Ok(self.index().blob(id)?.is_some())
-    }
-
     /// Whether a writer may reference `id` without storing it: indexed, and neither in a pack known to be
     /// missing nor known to fail verification.
     pub fn usable_blob(&self, id: BlobId) -> Result<bool, RepoError> {
