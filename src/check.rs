@@ -373,7 +373,11 @@ fn find_leftovers(
             Err(e) => report.damage.push(format!("snapshot {id}: {e}")),
         }
     }
-    let tmp = repo.root().join("tmp");
+    // Temporary files exist only in a local directory: a store's PUT leaves none.
+    let Some(root) = repo.location().local_path() else {
+        return Ok(());
+    };
+    let tmp = root.join("tmp");
     for e in std::fs::read_dir(&tmp)
         .map_err(|e| BackendError::io(&tmp, e))?
         .flatten()

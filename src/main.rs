@@ -3,6 +3,7 @@
 //! repository damage worked around), 4 check or repair found damage.
 
 use anyhow::{bail, Context, Result};
+use backupfs::backend::Location;
 use backupfs::backup::{backup, BackupOptions};
 use backupfs::check::check;
 use backupfs::fuse::{serve_with_ready, MountOptions};
@@ -12,7 +13,7 @@ use backupfs::ops::notify::notify;
 use backupfs::prune::policy::Policy;
 use backupfs::prune::{prune, PruneOptions};
 use backupfs::repair::{rebuild_index, repair_config, ConfigRepair};
-use backupfs::repo::{CacheSizes, Repository};
+use backupfs::repo::{CacheSizes, OpenOptions, Repository};
 use backupfs::vfs::{naming, MountRoot, Scope, Vfs};
 use clap::{CommandFactory, Parser, Subcommand};
 use std::io::IsTerminal;
@@ -67,15 +68,27 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct RepoArg {
-    /// Repository directory [default: `repository` in the configuration file].
-    #[arg(long, env = "BACKUPFS_REPO")]
-    repo: Option<PathBuf>,
+    /// Repository: a directory, or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX] [default: `repository` in the
+    /// configuration file].
+    #[arg(long, env = "BACKUPFS_REPO", value_parser = parse_location, value_name = "LOCATION")]
+    repo: Option<Location>,
+    /// This machine's index and locks for a repository in object storage [default: `state_dir` in the
+    /// configuration file, else /var/lib/backupfs/ID for root, ~/.local/state/backupfs/ID for others].
+    #[arg(long, env = "BACKUPFS_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create an empty repository.
-    Init { path: PathBuf },
+    /// Create an empty repository in an empty or new directory, or an empty bucket prefix.
+    Init {
+        /// This machine's index and locks (object storage only; see --state-dir of the other commands).
+        #[arg(long, env = "BACKUPFS_STATE_DIR", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// A directory, or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX].
+        #[arg(value_parser = parse_location, value_name = "LOCATION")]
+        location: Location,
+    },
     /// Back up SOURCE as a new snapshot of an account.
     Backup {
         #[command(flatten)]
@@ -131,6 +144,11 @@ enum Command {
         /// Rewrite a pack once this percentage of its bytes is unreferenced [default: 20].
         #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
         repack_threshold: Option<f64>,
+        /// Object storage: how long, by the store's clock, a pack must have been unreferenced before it is
+        /// deleted (backups and mounts on other machines may still use it), e.g. 24h, 90s [default: 24h]. A local
+        /// repository reclaims space at once.
+        #[arg(long, value_parser = parse_grace, value_name = "DURATION")]
+        grace: Option<i64>,
         /// Say what would be forgotten and reclaimed; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -219,6 +237,20 @@ enum RepairWhat {
         #[command(flatten)]
         repo: RepoArg,
     },
+}
+
+fn parse_location(s: &str) -> Result<Location, String> {
+    Location::parse(s).map_err(|e| e.why.to_string())
+}
+
+/// A grace period: a duration, or seconds (`90s`, `0`), which tests of pack deletion need.
+fn parse_grace(s: &str) -> Result<i64, String> {
+    if let Ok(n) = s.strip_suffix('s').unwrap_or(s).parse::<i64>() {
+        if n >= 0 {
+            return Ok(n);
+        }
+    }
+    parse_duration(s)
 }
 
 fn parse_duration(s: &str) -> Result<i64, String> {
@@ -315,9 +347,14 @@ fn missing(what: &str) -> ! {
         .exit()
 }
 
-fn repo_path(repo: &RepoArg, config: &Config) -> PathBuf {
-    match repo.repo.clone().or_else(|| config.repository.clone()) {
-        Some(p) => p,
+fn repo_location(repo: &RepoArg, config: &Config) -> Location {
+    if let Some(l) = &repo.repo {
+        return l.clone();
+    }
+    match config.repository.as_deref().map(Location::parse) {
+        Some(Ok(l)) => l,
+        // Checked when the file was read.
+        Some(Err(e)) => missing(&e.to_string()),
         None => missing(&format!(
             "no repository: give --repo, set BACKUPFS_REPO, or set `repository` in {}",
             config.describe()
@@ -325,8 +362,33 @@ fn repo_path(repo: &RepoArg, config: &Config) -> PathBuf {
     }
 }
 
-fn open_path(path: &Path) -> Result<Repository> {
-    Ok(Repository::open(path, CacheSizes::default())?)
+/// The one place where flags, environment and config become a repository to open (CLI and mount helper).
+fn open_options(
+    location: &Location,
+    state_dir: Option<&Path>,
+    config: &Config,
+    caches: CacheSizes,
+) -> Result<OpenOptions> {
+    let remote = matches!(location, Location::S3(_));
+    Ok(OpenOptions {
+        state_dir: state_dir
+            .map(Path::to_path_buf)
+            .or_else(|| config.state_dir.clone()),
+        caches,
+        s3: config.s3.settings(remote)?,
+        sync_interval: config.s3.sync_interval(),
+    })
+}
+
+fn open_repo(repo: &RepoArg, config: &Config) -> Result<Repository> {
+    let location = repo_location(repo, config);
+    let opts = open_options(
+        &location,
+        repo.state_dir.as_deref(),
+        config,
+        CacheSizes::default(),
+    )?;
+    Ok(Repository::open(&location, &opts)?)
 }
 
 /// A damaged index is damage `check` reports (exit 4), with the way out, rather than an error.
@@ -338,11 +400,20 @@ fn is_unusable_index(e: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli, config: &Config) -> Result<i32> {
-    let open = |repo: &RepoArg| open_path(&repo_path(repo, config));
+    let open = |repo: &RepoArg| open_repo(repo, config);
     match cli.command {
-        Command::Init { path } => {
-            Repository::init(&path)?;
-            println!("created repository {}", path.display());
+        Command::Init {
+            location,
+            state_dir,
+        } => {
+            let opts = open_options(
+                &location,
+                state_dir.as_deref(),
+                config,
+                CacheSizes::default(),
+            )?;
+            Repository::init(&location, &opts)?;
+            println!("created repository {location}");
         }
         Command::Backup {
             repo,
@@ -370,7 +441,9 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
                 },
             )?;
             if json {
-                println!("{}", summary.to_json());
+                let mut v = summary.to_json();
+                v["store_requests"] = repo.backend().stats().to_json();
+                println!("{v}");
             } else {
                 let s = &summary.manifest.stats;
                 println!(
@@ -398,6 +471,7 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
             keep_monthly,
             keep_within,
             repack_threshold,
+            grace,
             dry_run,
             json,
         } => {
@@ -429,6 +503,7 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
                 policy,
                 dry_run,
                 repack_threshold,
+                grace_s: grace,
             };
             let report = prune(&open(&repo)?, &opts)?;
             print_prune(&report, dry_run, json);
@@ -472,7 +547,7 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
         Command::Repair {
             what: RepairWhat::Index { repo },
         } => {
-            let report = rebuild_index(&open_for_repair(&repo_path(&repo, config))?)?;
+            let report = rebuild_index(&open_for_repair(&repo, config)?)?;
             for line in &report.repaired {
                 eprintln!("backupfs: repaired: {line}");
             }
@@ -496,16 +571,16 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
         Command::Repair {
             what: RepairWhat::Config { repo },
         } => {
-            let path = repo_path(&repo, config);
-            match repair_config(&path)? {
-                ConfigRepair::Intact => println!("{}/config is intact", path.display()),
+            let path = repo_location(&repo, config);
+            let opts = open_options(&path, None, config, CacheSizes::default())?;
+            match repair_config(&path, &opts.s3)? {
+                ConfigRepair::Intact => println!("{path}/config is intact"),
                 ConfigRepair::BitCorrected { byte, bit } => {
-                    println!("{}/config: corrected bit {bit} of byte {byte}", path.display())
+                    println!("{path}/config: corrected bit {bit} of byte {byte}")
                 }
                 ConfigRepair::RebuiltFromDefaults => println!(
-                    "{}/config: rebuilt from the defaults of new repositories (if this repository was made with \
-                     other chunk sizes, the next backup stores changed files anew)",
-                    path.display()
+                    "{path}/config: rebuilt from the defaults of new repositories (if this repository was made with \
+                     other chunk sizes, the next backup stores changed files anew)"
                 ),
             }
         }
@@ -537,14 +612,15 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
                     config.describe()
                 )),
             };
-            let repo = repo_path(&repo, config);
+            let location = repo_location(&repo, config);
+            let caches = config.mount.cache_sizes(tree_cache, chunk_cache);
             let request = MountRequest {
-                fsname: format!("backupfs:{}", repo.display()),
-                repo,
+                fsname: format!("backupfs:{location}"),
+                open: open_options(&location, repo.state_dir.as_deref(), config, caches)?,
+                repo: location,
                 account,
                 allow_other: allow_other || config.mount.allow_other.unwrap_or(false),
                 threads: threads.or(config.mount.threads).unwrap_or(4),
-                caches: config.mount.cache_sizes(tree_cache, chunk_cache),
                 mountpoint,
             };
             if daemon {

@@ -113,7 +113,7 @@ fn a_paged_directory_mounts_numbers_and_resolves_like_a_flat_one() {
     let t = TempDir::new("large-dirs");
     let (src, repo, _) = big_tree_backed_up(&t);
 
-    let library = Arc::new(Repository::open(&repo, CacheSizes::default()).unwrap());
+    let library = Arc::new(Repository::open_dir(&repo, CacheSizes::default()).unwrap());
     let big = big_directory(&library);
     assert!(
         big.pages().len() >= 3,

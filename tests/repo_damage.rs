@@ -196,7 +196,7 @@ fn repair_rewrites_a_missing_or_damaged_manifest_from_the_index() {
 fn damage_tree(repo: &Path, tree: backupfs::format::TreeId) {
     use backupfs::backend::Object;
     use backupfs::format::BlobId;
-    let r = Repository::open(repo, CacheSizes::default()).unwrap();
+    let r = Repository::open_dir(repo, CacheSizes::default()).unwrap();
     let loc = r.locate(BlobId::tree(tree)).unwrap().unwrap();
     let pack = repo.join(Object::Pack(loc.pack).key());
     let mut bytes = fs::read(&pack).unwrap();
@@ -206,7 +206,7 @@ fn damage_tree(repo: &Path, tree: backupfs::format::TreeId) {
 
 /// (root tree, first subdirectory's name and tree) of each snapshot, oldest first.
 fn snapshot_trees(repo: &Path) -> Vec<(TreeId, Vec<u8>, TreeId)> {
-    let r = Repository::open(repo, CacheSizes::default()).unwrap();
+    let r = Repository::open_dir(repo, CacheSizes::default()).unwrap();
     let tree_of = |p: &Payload| match p {
         Payload::Dir { tree, .. } => Some(*tree),
         _ => None,

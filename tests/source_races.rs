@@ -80,7 +80,7 @@ fn a_file_rewritten_while_read_is_stored_whole_or_named_in_a_warning() {
 /// Commits a copy of the newest snapshot whose root tree says its first subdirectory has one descendant more
 /// than it has: the mount would then number (and show) entries in the wrong directories.
 fn commit_lying_snapshot(repo_path: &std::path::Path) {
-    let repo = Repository::open(repo_path, CacheSizes::default()).unwrap();
+    let repo = Repository::open_dir(repo_path, CacheSizes::default()).unwrap();
     let newest = repo.snapshots(None).unwrap().pop().unwrap();
     let Payload::Dir { tree, .. } = newest.manifest.root.payload else {
         panic!("root is a directory")

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 fn open_vfs(repo: &Path) -> Vfs {
-    let repo = Arc::new(Repository::open(repo, CacheSizes::default()).unwrap());
+    let repo = Arc::new(Repository::open_dir(repo, CacheSizes::default()).unwrap());
     Vfs::new(
         repo,
         Scope::Account("default".into()),

@@ -4,7 +4,7 @@
 //! `renameat2(RENAME_NOREPLACE)` and the directory fsynced: a crash leaves either the whole object or a temporary
 //! file, and a temporary file whose flock can be taken belongs to a dead writer and may be removed.
 
-use super::{Backend, BackendError, Object};
+use super::{Backend, BackendError, Dir, Listed, Listing, Object};
 use crate::format::{PackId, SnapshotId};
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -168,6 +168,47 @@ impl Backend for LocalBackend {
             .iter()
             .filter_map(|n| SnapshotId::from_hex(n))
             .collect())
+    }
+
+    fn list_aged(&self, dir: Dir) -> Result<Listing, BackendError> {
+        let top = self.root.join(dir.name());
+        let names: Vec<String> = match dir {
+            Dir::Packs => {
+                let mut names = Vec::new();
+                for sub in self.list_dir(&top)? {
+                    for name in self.list_dir(&top.join(&sub))? {
+                        names.push(format!("{sub}/{name}"));
+                    }
+                }
+                names
+            }
+            Dir::Snapshots | Dir::Leases | Dir::Condemned => self.list_dir(&top)?,
+        };
+        let mut entries = Vec::with_capacity(names.len());
+        for name in names {
+            // Gone since the listing (a prune): not listed, as a store's listing would not list it.
+            let Ok(meta) = fs::symlink_metadata(top.join(&name)) else {
+                continue;
+            };
+            use std::os::unix::fs::MetadataExt;
+            entries.push(Listed {
+                name,
+                size: meta.len(),
+                modified: meta.mtime(),
+            });
+        }
+        Ok(Listing {
+            entries,
+            now: super::local_now(),
+        })
+    }
+
+    fn is_empty(&self) -> Result<bool, BackendError> {
+        Ok(self.list_dir(&self.root)?.is_empty())
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
     }
 
     fn clean_leftovers(&self) -> Result<usize, BackendError> {

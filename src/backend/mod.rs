@@ -1,10 +1,15 @@
-//! Where packs, manifests and the config live. A small interface so that an object store can replace the local
-//! directory: every object is written once, whole, under its final name, and never modified.
+//! Where packs, manifests and the config live: a local directory or an S3 bucket, behind one small interface.
+//! Every object is written once, whole, under its final name, and never modified. `open` picks the backend from
+//! the repository's location; nothing above this module knows which one it talks to.
 
 pub mod crash;
 pub(crate) mod local;
+pub mod location;
+pub mod s3;
 
 pub use local::LocalBackend;
+pub use location::{Location, LocationError};
+pub use s3::{S3Backend, S3Settings};
 
 use crate::format::{PackId, SnapshotId};
 use std::path::PathBuf;
@@ -15,6 +20,10 @@ pub enum Object {
     Config,
     Pack(PackId),
     Manifest(SnapshotId),
+    /// A writer's lease on committing (see `repo::lease`): random name, tiny, deleted when released.
+    Lease([u8; 16]),
+    /// The mark that a prune found this pack unreferenced, dated by the store (see `prune::shared`).
+    Condemned(PackId),
 }
 
 impl Object {
@@ -27,8 +36,92 @@ impl Object {
                 format!("packs/{}/{hex}.pack", &hex[..2])
             }
             Object::Manifest(id) => format!("snapshots/{}", id.to_hex()),
+            Object::Lease(name) => format!("leases/{}", lease_hex(name)),
+            Object::Condemned(id) => format!("condemned/{}", id.to_hex()),
         }
     }
+}
+
+pub fn lease_hex(name: &[u8; 16]) -> String {
+    name.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The kinds of objects that are listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    Packs,
+    Snapshots,
+    Leases,
+    Condemned,
+}
+
+impl Dir {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dir::Packs => "packs",
+            Dir::Snapshots => "snapshots",
+            Dir::Leases => "leases",
+            Dir::Condemned => "condemned",
+        }
+    }
+}
+
+/// One listed object: its name below the listed directory (`ab/ab...pack`, a snapshot id, a lease name), size
+/// and modification time by the store's clock.
+#[derive(Clone, Debug)]
+pub struct Listed {
+    pub name: String,
+    pub size: u64,
+    pub modified: i64,
+}
+
+/// A listing and the store's clock when it was taken: ages are measured on one clock, the store's, so that
+/// machines with wrong clocks cannot make a young object look old.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    pub entries: Vec<Listed>,
+    pub now: i64,
+}
+
+/// Requests made to a remote store (all zero for a local directory).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestStats {
+    pub get: u64,
+    pub put: u64,
+    pub head: u64,
+    pub delete: u64,
+    pub list: u64,
+    pub retries: u64,
+    pub bytes_down: u64,
+    pub bytes_up: u64,
+}
+
+impl RequestStats {
+    pub fn requests(&self) -> u64 {
+        self.get + self.put + self.head + self.delete + self.list
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "requests": self.requests(), "get": self.get, "put": self.put, "head": self.head,
+            "delete": self.delete, "list": self.list, "retries": self.retries,
+            "bytes_down": self.bytes_down, "bytes_up": self.bytes_up,
+        })
+    }
+}
+
+pub(crate) fn local_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Opens the backend a location names. S3 settings are ignored for a local directory.
+pub fn open(location: &Location, s3: &S3Settings) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(match location {
+        Location::Local(path) => Box::new(LocalBackend::new(path)),
+        Location::S3(l) => Box::new(S3Backend::new(l, s3)?),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +135,9 @@ pub enum BackendError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A remote store's failure: the object's location and key, and what went wrong (never a signed URL).
+    #[error("{object}: {what}")]
+    Store { object: String, what: String },
 }
 
 impl BackendError {
@@ -69,4 +165,14 @@ pub trait Backend: Send + Sync {
     fn remove(&self, obj: Object) -> Result<(), BackendError>;
     /// Removes what crashed writers left behind (temporary files no live process holds).
     fn clean_leftovers(&self) -> Result<usize, BackendError>;
+    /// Objects of one kind with sizes and modification times, and the store's clock.
+    fn list_aged(&self, dir: Dir) -> Result<Listing, BackendError>;
+    /// Requests made so far.
+    fn stats(&self) -> RequestStats {
+        RequestStats::default()
+    }
+    /// The location, for messages.
+    fn describe(&self) -> String;
+    /// Whether the location holds nothing at all (init refuses anything else).
+    fn is_empty(&self) -> Result<bool, BackendError>;
 }

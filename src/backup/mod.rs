@@ -127,8 +127,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupSummary, 
             .then(|| progress::Display::start(scope, &counters, estimate));
         let sink = store::BlobSink::start(scope, &shared, workers);
         let mut walker = walk::Walker::new(repo, sink, &counters, root_meta.dev());
-        walker.exclude = std::fs::metadata(repo.root())
-            .ok()
+        walker.exclude = (repo.location().local_path())
+            .and_then(|root| std::fs::metadata(root).ok())
             .map(|m| (m.dev(), m.ino()));
         let prev_tree = previous.and_then(|(tree, _)| walker.previous_dir(&source, tree));
         let result = walker

@@ -136,8 +136,9 @@ pub(crate) fn helper_man_page(dir: &Path) -> std::io::Result<()> {
     after_help = helper_after_help()
 )]
 pub(crate) struct HelperCli {
-    /// The repository directory.
-    source: PathBuf,
+    /// The repository: a directory or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX].
+    #[arg(value_parser = parse_location)]
+    source: Location,
     /// Where to show the snapshots.
     mountpoint: PathBuf,
     /// Mount options, comma-separated (see below); may be repeated.
@@ -222,7 +223,7 @@ pub(crate) fn helper_main() -> ! {
         }
     }
     let (mut account, mut allow_other, mut threads) = (None, false, None);
-    let (mut config_path, mut log) = (None, None);
+    let (mut config_path, mut log, mut state_dir) = (None, None, None);
     let (mut tree_cache, mut chunk_cache) = (None, None);
     for opt in cli.options.iter().flat_map(|o| o.split(',')) {
         let (name, value) = match opt.split_once('=') {
@@ -250,6 +251,7 @@ pub(crate) fn helper_main() -> ! {
             },
             ("config", Some(v)) => config_path = Some(PathBuf::from(v)),
             ("log", Some(v)) => log = Some(PathBuf::from(v)),
+            ("state_dir", Some(v)) => state_dir = Some(PathBuf::from(v)),
             ("rw", None) => {
                 tracing::debug!("option rw ignored: {} mounts are always read-only", cli.mountpoint.display())
             }
@@ -257,7 +259,7 @@ pub(crate) fn helper_main() -> ! {
             (n, Some(_)) if n.starts_with("x-") || n == "comment" => {}
             _ if cli.sloppy => tracing::warn!("ignoring unknown mount option {opt:?}"),
             _ => usage(format!(
-                "unknown mount option {opt:?} (known: account=NAME, allow_other, threads=N, tree_cache=MIB, chunk_cache=MIB, config=PATH, log=PATH)"
+                "unknown mount option {opt:?} (known: account=NAME, allow_other, threads=N, tree_cache=MIB, chunk_cache=MIB, config=PATH, log=PATH, state_dir=PATH)"
             )),
         }
     }
@@ -267,13 +269,18 @@ pub(crate) fn helper_main() -> ! {
         Ok(c) => c,
         Err(e) => usage(e.to_string()),
     };
+    let caches = config.mount.cache_sizes(tree_cache, chunk_cache);
+    let open = match open_options(&cli.source, state_dir.as_deref(), &config, caches) {
+        Ok(o) => o,
+        Err(e) => usage(one_line(&e)),
+    };
     let request = MountRequest {
-        fsname: cli.source.display().to_string(),
+        fsname: cli.source.to_string(),
         repo: cli.source,
+        open,
         account,
         allow_other: allow_other || config.mount.allow_other.unwrap_or(false),
         threads: threads.or(config.mount.threads).unwrap_or(4),
-        caches: config.mount.cache_sizes(tree_cache, chunk_cache),
         mountpoint: cli.mountpoint,
     };
     if cli.fake {

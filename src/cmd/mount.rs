@@ -5,11 +5,11 @@ use super::super::*;
 
 /// What `backupfs mount` and the mount helper mount.
 pub(crate) struct MountRequest {
-    pub(crate) repo: PathBuf,
+    pub(crate) repo: Location,
+    pub(crate) open: OpenOptions,
     pub(crate) account: Option<String>,
     pub(crate) allow_other: bool,
     pub(crate) threads: usize,
-    pub(crate) caches: CacheSizes,
     pub(crate) mountpoint: PathBuf,
     /// The mount's source as mountinfo, df and findmnt show it.
     pub(crate) fsname: String,
@@ -24,7 +24,7 @@ pub(crate) fn mount(req: &MountRequest, daemon: Option<Daemon>) -> Result<()> {
     check_address_space(req)?;
     let meta = std::fs::metadata(mountpoint)
         .with_context(|| format!("mount point {}", mountpoint.display()))?;
-    let repo = Arc::new(Repository::open(&req.repo, req.caches)?);
+    let repo = Arc::new(Repository::open(&req.repo, &req.open)?);
     let scope = req.account.clone().map_or(Scope::All, Scope::Account);
     let vfs = Arc::new(Vfs::new(repo.clone(), scope, MountRoot::of(&meta))?);
     static UNUSABLE: AtomicBool = AtomicBool::new(false);
@@ -94,8 +94,15 @@ pub(crate) fn mount_in_background(
     fail_code: i32,
 ) -> Result<()> {
     // The daemon runs in /: relative paths must be resolved first.
-    req.repo = std::fs::canonicalize(&req.repo)
-        .with_context(|| format!("repository {}", req.repo.display()))?;
+    if let Location::Local(path) = &req.repo {
+        req.repo = Location::Local(
+            std::fs::canonicalize(path)
+                .with_context(|| format!("repository {}", path.display()))?,
+        );
+    }
+    if let Some(state) = &req.open.state_dir {
+        req.open.state_dir = Some(std::path::absolute(state)?);
+    }
     req.mountpoint = std::fs::canonicalize(&req.mountpoint)
         .with_context(|| format!("mount point {}", req.mountpoint.display()))?;
     check_mount_point(&req)?;
@@ -121,11 +128,17 @@ fn check_mount_point(req: &MountRequest) -> Result<()> {
     if !point.is_dir() {
         bail!("mount point {shown} is not a directory");
     }
-    let repo = std::fs::canonicalize(&req.repo).unwrap_or_else(|_| req.repo.clone());
+    let repo = req
+        .repo
+        .local_path()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
     let same_repo = |source: &String| {
         let path = Path::new(source.strip_prefix("backupfs:").unwrap_or(source));
         *source == req.fsname
-            || path.is_absolute() && std::fs::canonicalize(path).is_ok_and(|p| p == repo)
+            || path.is_absolute()
+                && repo
+                    .as_ref()
+                    .is_some_and(|r| std::fs::canonicalize(path).is_ok_and(|p| p == *r))
     };
     if mounted_sources(&point).iter().any(same_repo) {
         bail!("{} is already mounted on {shown}", req.fsname);
@@ -144,7 +157,7 @@ fn check_mount_point(req: &MountRequest) -> Result<()> {
 fn check_address_space(req: &MountRequest) -> Result<()> {
     const BASE_MIB: u64 = 480;
     const PER_THREAD_MIB: u64 = 8;
-    let caches_mib = ((req.caches.trees + req.caches.chunks) as u64 * 5 / 4) >> 20;
+    let caches_mib = ((req.open.caches.trees + req.open.caches.chunks) as u64 * 5 / 4) >> 20;
     let needed_mib = BASE_MIB + PER_THREAD_MIB * req.threads as u64 + caches_mib;
     let mut limit = libc::rlimit {
         rlim_cur: 0,

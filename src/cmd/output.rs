@@ -23,11 +23,18 @@ pub(crate) fn generate(what: GenerateWhat) -> Result<()> {
 }
 
 /// A repository whose index may be missing or damaged: repair must not need it.
-pub(crate) fn open_for_repair(repo: &Path) -> Result<Repository> {
-    if Repository::open(repo, CacheSizes::default()).is_err() {
-        Repository::create_empty_index(repo)?;
+pub(crate) fn open_for_repair(repo: &RepoArg, config: &Config) -> Result<Repository> {
+    let location = repo_location(repo, config);
+    let opts = open_options(
+        &location,
+        repo.state_dir.as_deref(),
+        config,
+        CacheSizes::default(),
+    )?;
+    if Repository::open(&location, &opts).is_err() {
+        Repository::create_empty_index(&location, &opts)?;
     }
-    open_path(repo)
+    Ok(Repository::open(&location, &opts)?)
 }
 
 pub(crate) fn print_prune(r: &backupfs::prune::PruneReport, dry_run: bool, json: bool) {
@@ -41,6 +48,7 @@ pub(crate) fn print_prune(r: &backupfs::prune::PruneReport, dry_run: bool, json:
             "dry_run": dry_run, "forgotten": forgotten, "kept": r.kept, "dead_blobs": r.dead_blobs,
             "dead_bytes": r.dead_bytes, "packs_deleted": r.packs_deleted, "packs_rewritten": r.packs_rewritten,
             "bytes_reclaimed": r.bytes_reclaimed, "waited_for_backups": r.waited_for_backups,
+            "packs_condemned": r.packs_condemned,
         });
         println!("{v}");
         return;

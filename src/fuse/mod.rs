@@ -557,7 +557,7 @@ pub fn serve_with_ready(
             Ok(None) => {}
             Err(e) => tracing::warn!(
                 "refreshing the snapshot list of {}: {e}",
-                vfs.repo().root().display()
+                vfs.repo().location()
             ),
         }
     });

@@ -3,7 +3,16 @@
 //! the built-in defaults. A missing default file is the same as an empty one; a file named explicitly must exist.
 //!
 //! ```toml
-//! repository = "/srv/backup/repo"        # --repo / BACKUPFS_REPO
+//! repository = "/srv/backup/repo"        # --repo / BACKUPFS_REPO; or "s3:https://HOST/BUCKET/PREFIX"
+//! state_dir = "/var/lib/backupfs/hosting" # --state-dir / BACKUPFS_STATE_DIR (object storage: index, locks)
+//!
+//! [s3]                                   # repositories in S3-compatible object storage
+//! endpoints = ["http://10.0.0.2:3900"]   # more endpoints of the same cluster, tried when one fails
+//! region = "garage"                      # default us-east-1
+//! credentials_file = "/etc/backupfs/s3-credentials"  # root-only; else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY
+//! path_style = true                      # http://host/bucket/key (default); false: http://bucket.host/key
+//! timeout_s = 30                         # a request, retries included, fails after this (a read's EIO)
+//! list_interval_s = 30                   # how often mounts list the bucket for new snapshots
 //!
 //! [mount]                                # backupfs mount, mount.fuse.backupfs
 //! allow_other = true                     # --allow-other
@@ -64,8 +73,12 @@ pub enum ConfigError {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The repository directory.
-    pub repository: Option<PathBuf>,
+    /// The repository: a directory or an `s3:` location.
+    pub repository: Option<String>,
+    /// Per-machine state of a repository in object storage.
+    pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub s3: S3Section,
     #[serde(default)]
     pub mount: MountSection,
     #[serde(default)]
@@ -76,6 +89,50 @@ pub struct Config {
     /// The file this was read from (None: built-in defaults only).
     #[serde(skip)]
     pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Section {
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    pub region: Option<String>,
+    pub credentials_file: Option<PathBuf>,
+    pub path_style: Option<bool>,
+    pub timeout_s: Option<u64>,
+    pub list_interval_s: Option<u64>,
+}
+
+impl S3Section {
+    /// The settings of the S3 backend: this section over the built-in defaults. Credentials are read here
+    /// (environment first) only when `need_credentials`: a local repository needs none.
+    pub fn settings(
+        &self,
+        need_credentials: bool,
+    ) -> Result<crate::backend::S3Settings, crate::backend::s3::settings::CredentialsError> {
+        let mut s = crate::backend::S3Settings::default();
+        s.extra_endpoints = self.endpoints.clone();
+        if let Some(r) = &self.region {
+            s.region = r.clone();
+        }
+        if let Some(p) = self.path_style {
+            s.path_style = p;
+        }
+        if let Some(t) = self.timeout_s {
+            s.operation_timeout = std::time::Duration::from_secs(t);
+            s.answer_timeout = s.answer_timeout.min(s.operation_timeout / 2);
+        }
+        if need_credentials {
+            s.credentials = Some(crate::backend::s3::settings::load_credentials(
+                self.credentials_file.as_deref(),
+            )?);
+        }
+        Ok(s)
+    }
+
+    pub fn sync_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.list_interval_s.unwrap_or(30))
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -185,8 +242,31 @@ impl Config {
                 }
             }
         }
-        if config.repository.as_ref().is_some_and(|p| !p.is_absolute()) {
-            return Err(invalid("repository must be an absolute path".into()));
+        if let Some(r) = &config.repository {
+            match crate::backend::Location::parse(r) {
+                Ok(crate::backend::Location::Local(p)) if !p.is_absolute() => {
+                    return Err(invalid(
+                        "repository must be an absolute path or an s3: location".into(),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(invalid(format!("repository {e}"))),
+            }
+        }
+        if config.state_dir.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return Err(invalid("state_dir must be an absolute path".into()));
+        }
+        for e in &config.s3.endpoints {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(invalid(format!(
+                    "s3.endpoints: {e:?} does not start with http:// or https://"
+                )));
+            }
+        }
+        if config.s3.timeout_s == Some(0) || config.s3.list_interval_s == Some(0) {
+            return Err(invalid(
+                "s3.timeout_s and s3.list_interval_s must be at least 1".into(),
+            ));
         }
         config.path = Some(path.to_path_buf());
         Ok(config)

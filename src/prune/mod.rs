@@ -17,6 +17,7 @@
 
 mod gc;
 pub mod policy;
+mod shared;
 
 use crate::backend::{BackendError, Object};
 use crate::format::manifest::Manifest;
@@ -33,7 +34,14 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Rewrite a pack once this fraction of its bytes is dead (0.0..=1.0).
     pub repack_threshold: f64,
+    /// For a store several machines write: seconds (store clock) a pack must have been unreferenced, and
+    /// existed, before it is deleted. None: `DEFAULT_GRACE_S`. A local repository reclaims at once.
+    pub grace_s: Option<i64>,
 }
+
+/// The grace period of a shared store: longer than any backup runs, so that a backup never loses a blob it
+/// deduplicated against.
+pub const DEFAULT_GRACE_S: i64 = 24 * 3600;
 
 #[derive(Debug, Default)]
 pub struct PruneReport {
@@ -45,6 +53,8 @@ pub struct PruneReport {
     pub packs_rewritten: u64,
     pub bytes_reclaimed: u64,
     pub waited_for_backups: usize,
+    /// Packs marked for deletion by a later prune (shared stores only).
+    pub packs_condemned: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +127,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport, Prun
             Ok(()) | Err(BackendError::NotFound { .. }) => {}
             Err(e) => return Err(RepoError::from(e).into()),
         }
+    }
+    if repo.state().follows_store() {
+        shared::forget(repo, &forget)?;
+        let grace = opts.grace_s.unwrap_or(DEFAULT_GRACE_S);
+        shared::collect_packs(repo, live, opts.repack_threshold, grace, &mut report)?;
+        return Ok(report);
     }
     let running = forget_and_drop_dead(repo, &forget, live, &mut report)?;
     report.waited_for_backups = running.len();

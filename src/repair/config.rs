@@ -7,10 +7,9 @@
 //! if the repository was made with other chunk sizes, only deduplication against older snapshots suffers, and
 //! only once.
 
-use crate::backend::{Backend, BackendError, LocalBackend, Object};
+use crate::backend::{Backend, BackendError, Location, Object, S3Settings};
 use crate::format::config::Config;
 use crate::repo::RepoError;
-use std::path::Path;
 
 /// What `repair_config` found and did.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,13 +23,19 @@ pub enum ConfigRepair {
     RebuiltFromDefaults,
 }
 
-pub fn repair_config(root: &Path) -> Result<ConfigRepair, RepoError> {
-    let backend = LocalBackend::new(root);
+pub fn repair_config(location: &Location, s3: &S3Settings) -> Result<ConfigRepair, RepoError> {
+    let backend = crate::backend::open(location, s3)?;
     let bytes = match backend.read_all(Object::Config) {
         Ok(b) => b,
-        Err(BackendError::NotFound { .. }) if root.join("packs").is_dir() => Vec::new(),
+        Err(BackendError::NotFound { .. })
+            if looks_like_repository(location, backend.as_ref())? =>
+        {
+            Vec::new()
+        }
         Err(BackendError::NotFound { .. }) => {
-            return Err(RepoError::NotARepository { path: root.into() })
+            return Err(RepoError::NotARepository {
+                path: location.to_string().into(),
+            })
         }
         Err(e) => return Err(e.into()),
     };
@@ -53,6 +58,18 @@ pub fn repair_config(root: &Path) -> Result<ConfigRepair, RepoError> {
     }
     backend.write_new(Object::Config, &fixed.encode())?;
     Ok(what)
+}
+
+/// Whether a location without a config still holds a repository's objects (so that writing a config restores
+/// it, rather than turning some other directory or bucket into one).
+fn looks_like_repository(location: &Location, backend: &dyn Backend) -> Result<bool, RepoError> {
+    if location
+        .local_path()
+        .is_some_and(|root| root.join("packs").is_dir())
+    {
+        return Ok(true);
+    }
+    Ok(!backend.list_packs()?.is_empty() || !backend.list_manifests()?.is_empty())
 }
 
 /// The config that one flipped bit away from `bytes` verifies, with the bit's place.

@@ -41,12 +41,8 @@ pub struct RepairReport {
 
 pub fn rebuild_index(repo: &Repository) -> Result<RepairReport, RepoError> {
     let _prune = repo.prune_lock()?;
-    let root = repo.root();
-    let (live, fresh, old) = (
-        root.join("index"),
-        root.join("index.rebuild"),
-        root.join("index.old"),
-    );
+    let state = repo.state();
+    let (live, fresh, old) = (state.index(), state.index_rebuild(), state.index_old());
     let io = |p: &std::path::Path| {
         let p = p.to_path_buf();
         move |e| RepoError::from(BackendError::io(p, e))
@@ -62,8 +58,8 @@ pub fn rebuild_index(repo: &Repository) -> Result<RepairReport, RepoError> {
     restore_manifests(repo, &mut report)?;
     salvage_packs(repo, &mut report)?;
     let rebuilt = {
-        let writer = IndexWriter::create(&fresh, &root.join("locks/index.rebuild.lock"))?;
-        let rebuilt = reconcile(repo.backend(), &writer)?;
+        let writer = IndexWriter::create(&fresh, &state.index_rebuild_lock())?;
+        let rebuilt = reconcile(repo.backend(), &writer, false)?;
         renumber(repo, &writer, &rebuilt.conflicts, &mut report)?;
         rebuilt
     };
@@ -77,7 +73,7 @@ pub fn rebuild_index(repo: &Repository) -> Result<RepairReport, RepoError> {
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(io(&old))?;
     }
-    let _ = std::fs::remove_file(root.join("locks/index.rebuild.lock"));
+    let _ = std::fs::remove_file(state.index_rebuild_lock());
     (report.packs, report.snapshots) = (rebuilt.packs, rebuilt.snapshots);
     report.skipped = rebuilt.skipped_packs;
     // A manifest that neither the backend nor the old index has intact is a snapshot lost.

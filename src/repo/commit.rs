@@ -40,7 +40,10 @@ pub fn commit_snapshot(
         IndexWriter::add_pack(&mut batch, p.id, &p.entries);
     }
     index.write(batch)?;
-    let recovered = reconcile(repo.backend(), &index)?;
+    // Other machines' snapshots must be in this index before the ordinal is chosen: under the lease, the
+    // listing below shows every manifest committed before.
+    let lease = repo.commit_lease()?;
+    let recovered = reconcile(repo.backend(), &index, repo.state().follows_store())?;
     for what in recovered
         .skipped_packs
         .iter()
@@ -58,7 +61,11 @@ pub fn commit_snapshot(
     manifest.ordinal = index.next_ordinal()?;
     let bytes = manifest.encode();
     let id = SnapshotId::of(&bytes);
+    if let Some(lease) = &lease {
+        lease.still_held()?;
+    }
     repo.backend().write_new(Object::Manifest(id), &bytes)?;
+    drop(lease);
     let mut batch = WriteBatch::default();
     IndexWriter::add_snapshot(&mut batch, id, &manifest, &bytes);
     IndexWriter::set_next_ordinal(&mut batch, manifest.ordinal + 1);

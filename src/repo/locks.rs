@@ -29,7 +29,7 @@ fn open_lock(path: &Path) -> Result<File, RepoError> {
 impl Repository {
     /// Takes the prune/repair lock or fails at once naming it.
     pub fn prune_lock(&self) -> Result<ExclusiveLock, RepoError> {
-        let path = self.root().join("locks/prune.lock");
+        let path = self.state().prune_lock();
         let file = open_lock(&path)?;
         flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(|_| RepoError::Locked { path })?;
         Ok(ExclusiveLock { _file: file })
@@ -44,7 +44,7 @@ impl Repository {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        let path = self.root().join("locks").join(name);
+        let path = self.state().locks().join(name);
         let file = open_lock(&path)?;
         flock(&file, libc::LOCK_EX).map_err(|e| BackendError::io(&path, e))?;
         Ok(BackupMarker { path, _file: file })
@@ -52,7 +52,7 @@ impl Repository {
 
     /// Markers of backups running now; markers of dead backups are removed on the way.
     pub fn running_backups(&self) -> Result<Vec<PathBuf>, RepoError> {
-        let dir = self.root().join("locks");
+        let dir = self.state().locks();
         let mut running = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| BackendError::io(&dir, e))? {
             let path = entry.map_err(|e| BackendError::io(&dir, e))?.path();

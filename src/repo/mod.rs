@@ -3,12 +3,15 @@
 
 mod commit;
 mod dir;
+mod lease;
 mod locks;
 mod lost;
 mod packs;
 mod reach;
 mod salvage;
 mod spare;
+mod state;
+mod sync;
 
 pub use commit::{commit_snapshot, NewPack};
 pub use dir::{Directory, EntryRef};
@@ -17,8 +20,9 @@ pub use packs::{read_manifest, read_pack_trailer, reconcile, Reconciled};
 pub use reach::mark_live;
 pub use salvage::{salvage_pack, Salvaged};
 use spare::{decompress_into, SpareBuffers};
+pub use state::StateDir;
 
-use crate::backend::{Backend, BackendError, LocalBackend, Object};
+use crate::backend::{Backend, BackendError, LocalBackend, Location, Object, S3Settings};
 use crate::cache::LruCache;
 use crate::format::config::Config;
 use crate::format::links::LinkTable;
@@ -27,7 +31,7 @@ use crate::format::tree::Tree;
 use crate::format::tree_index::{is_tree_index, TreeIndex};
 use crate::format::{BlobId, ChunkId, FormatError, LinksId, PackId, TreeId};
 use crate::index::{CatalogEntry, IndexError, IndexReader, IndexWriter};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 
 thread_local! {
@@ -71,6 +75,70 @@ pub enum RepoError {
         path.display()
     )]
     ConfigDamaged { path: PathBuf, source: FormatError },
+    #[error("{location}: other writers held the commit lease for {waited} s; try again later")]
+    LeaseBusy { location: String, waited: u64 },
+    #[error("{location}: held the commit lease for {held} s, long enough for others to think it dead; nothing was committed")]
+    LeaseLost { location: String, held: u64 },
+}
+
+/// How to open a repository: everything but its location. Resolved once from flags, environment and config.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// The per-machine state directory; None: inside a local repository, or the default for an object store.
+    pub state_dir: Option<PathBuf>,
+    pub caches: CacheSizes,
+    pub s3: S3Settings,
+    /// How often a state directory that follows a shared store lists it for new snapshots (mounts).
+    pub sync_interval: std::time::Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            state_dir: None,
+            caches: CacheSizes::default(),
+            s3: S3Settings::default(),
+            sync_interval: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// Fills a buffer from the kernel's random source (repository ids, lease names, pack nonces' peers).
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], BackendError> {
+    let mut bytes = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| BackendError::io("/dev/urandom", e))?;
+    Ok(bytes)
+}
+
+/// Reads and decodes the config, the one object every open needs.
+fn read_config(backend: &dyn Backend, location: &Location) -> Result<Config, RepoError> {
+    let bytes = match backend.read_all(Object::Config) {
+        Err(BackendError::NotFound { .. }) => {
+            return Err(RepoError::NotARepository {
+                path: location.to_string().into(),
+            })
+        }
+        other => other?,
+    };
+    Config::decode(&bytes).map_err(|source| RepoError::ConfigDamaged {
+        path: location.to_string().into(),
+        source,
+    })
+}
+
+/// The state directory: the one asked for, else inside a local repository, else the default for the id.
+fn resolve_state(
+    location: &Location,
+    opts: &OpenOptions,
+    config: &Config,
+) -> Result<StateDir, RepoError> {
+    Ok(match (&opts.state_dir, location) {
+        (Some(dir), _) => StateDir::separate(dir)?,
+        (None, Location::Local(path)) => StateDir::inside_repository(path),
+        (None, Location::S3(_)) => StateDir::separate(&StateDir::default_for(&config.repo_id))?,
+    })
 }
 
 /// Byte budgets of the in-memory caches; together with the open packs they bound a mount's memory.
@@ -92,9 +160,11 @@ impl Default for CacheSizes {
 }
 
 pub struct Repository {
-    root: PathBuf,
+    location: Location,
+    state: StateDir,
     config: Config,
     backend: Box<dyn Backend>,
+    sync_interval: std::time::Duration,
     /// Replaced as a whole when it cannot follow the writers any more (after an index repair).
     index: RwLock<IndexReader>,
     trees: LruCache<TreeId, Directory>,
@@ -113,66 +183,99 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// Creates an empty repository at `path` (which may exist if empty).
-    pub fn init(path: &Path) -> Result<Config, RepoError> {
-        if path.join("config").exists()
-            || std::fs::read_dir(path)
+    /// Creates an empty repository at `location`: a directory that is missing or empty, or a bucket prefix that
+    /// holds nothing.
+    pub fn init(location: &Location, opts: &OpenOptions) -> Result<Config, RepoError> {
+        let backend = crate::backend::open(location, &opts.s3)?;
+        let taken = || RepoError::AlreadyExists {
+            path: location.to_string().into(),
+        };
+        if let Location::Local(path) = location {
+            if std::fs::read_dir(path)
                 .map(|mut d| d.next().is_some())
                 .unwrap_or(false)
-        {
-            return Err(RepoError::AlreadyExists { path: path.into() });
+            {
+                return Err(taken());
+            }
+            std::fs::create_dir_all(path).map_err(|e| BackendError::io(path, e))?;
+            LocalBackend::create_layout(path)?;
+        } else if !backend.is_empty()? {
+            return Err(taken());
         }
-        std::fs::create_dir_all(path).map_err(|e| BackendError::io(path, e))?;
-        LocalBackend::create_layout(path)?;
-        let mut repo_id = [0u8; 32];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut repo_id))
-            .map_err(|e| BackendError::io("/dev/urandom", e))?;
-        let config = Config::new(repo_id);
-        IndexWriter::create(&path.join("index"), &path.join("locks/index.lock"))?;
-        // The config comes last: a directory without it is not a repository, so a failed init is not half a one.
-        LocalBackend::new(path).write_new(Object::Config, &config.encode())?;
+        let config = Config::new(random_bytes::<32>()?);
+        if let Location::Local(path) = location {
+            let state = StateDir::inside_repository(path);
+            IndexWriter::create(&state.index(), &state.index_lock())?;
+        }
+        // The config comes last: a location without it is not a repository, so a failed init is not half a one.
+        let bytes = config.encode();
+        match backend.write_new(Object::Config, &bytes) {
+            Err(BackendError::AlreadyExists { .. }) => return Err(taken()),
+            other => other?,
+        }
+        // A store that ignores If-None-Match lets a second init replace the config: reading it back tells the
+        // loser, which then stops before writing anything else.
+        if backend.read_all(Object::Config)? != bytes {
+            return Err(taken());
+        }
         Ok(config)
     }
 
     /// Replaces a missing or unopenable index by an empty one, so that `repair index` can open the repository.
-    pub fn create_empty_index(path: &Path) -> Result<(), RepoError> {
-        if !path.join("config").exists() {
-            return Err(RepoError::NotARepository { path: path.into() });
-        }
-        let index = path.join("index");
+    pub fn create_empty_index(location: &Location, opts: &OpenOptions) -> Result<(), RepoError> {
+        let backend = crate::backend::open(location, &opts.s3)?;
+        let config = read_config(backend.as_ref(), location)?;
+        let state = resolve_state(location, opts, &config)?;
+        let index = state.index();
         if index.exists() {
-            let aside = path.join("index.damaged");
+            let aside = state.index_damaged();
             let _ = std::fs::remove_dir_all(&aside);
             std::fs::rename(&index, &aside).map_err(|e| BackendError::io(&index, e))?;
         }
-        IndexWriter::create(&index, &path.join("locks/index.lock"))?;
+        IndexWriter::create(&index, &state.index_lock())?;
         Ok(())
     }
 
-    pub fn open(path: &Path, caches: CacheSizes) -> Result<Self, RepoError> {
-        let backend = LocalBackend::new(path);
-        let config_bytes = match backend.read_all(Object::Config) {
-            Err(BackendError::NotFound { .. }) => {
-                return Err(RepoError::NotARepository { path: path.into() })
-            }
-            other => other?,
+    pub fn open(location: &Location, opts: &OpenOptions) -> Result<Self, RepoError> {
+        let backend = crate::backend::open(location, &opts.s3)?;
+        Self::open_with(location, backend, opts)
+    }
+
+    /// Opens a local repository directory with its state inside it (tests, tools).
+    pub fn open_dir(path: &std::path::Path, caches: CacheSizes) -> Result<Self, RepoError> {
+        let opts = OpenOptions {
+            caches,
+            ..OpenOptions::default()
         };
-        let config = Config::decode(&config_bytes).map_err(|source| RepoError::ConfigDamaged {
-            path: path.into(),
-            source,
-        })?;
-        let index = IndexReader::open(&path.join("index")).map_err(|source| match source {
+        Self::open(&Location::Local(path.to_path_buf()), &opts)
+    }
+
+    /// Opens a repository over a given backend (tests inject fault-injecting ones).
+    pub fn open_with(
+        location: &Location,
+        backend: Box<dyn Backend>,
+        opts: &OpenOptions,
+    ) -> Result<Self, RepoError> {
+        let config = read_config(backend.as_ref(), location)?;
+        let state = resolve_state(location, opts, &config)?;
+        if state.follows_store() && !state.index().exists() {
+            // A machine new to this repository: an empty index, filled by the sync below.
+            IndexWriter::create(&state.index(), &state.index_lock())?;
+        }
+        let index = IndexReader::open(&state.index()).map_err(|source| match source {
             IndexError::Lock { .. } => RepoError::Index(source),
             _ => RepoError::IndexUnusable {
-                repo: path.into(),
+                repo: location.to_string().into(),
                 source,
             },
         })?;
-        Ok(Self {
-            root: path.into(),
+        let caches = opts.caches;
+        let repo = Self {
+            location: location.clone(),
+            state,
             config,
-            backend: Box::new(backend),
+            backend,
+            sync_interval: opts.sync_interval,
             index: RwLock::new(index),
             trees: LruCache::new(caches.trees),
             large_trees: std::sync::Mutex::new(Vec::new()),
@@ -182,11 +285,16 @@ impl Repository {
             links: LruCache::new(1 << 20),
             spare: SpareBuffers::new(caches.chunks / 4),
             lost: lost::Lost::default(),
-        })
+        };
+        repo.sync(true)?;
+        Ok(repo)
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+    pub fn state(&self) -> &StateDir {
+        &self.state
     }
     pub fn config(&self) -> &Config {
         &self.config
@@ -198,8 +306,8 @@ impl Repository {
     /// Takes the index lock and opens the index for writing (see `index` for why this is short-lived).
     pub fn index_writer(&self) -> Result<IndexWriter, RepoError> {
         Ok(IndexWriter::open(
-            &self.root.join("index"),
-            &self.root.join("locks/index.lock"),
+            &self.state.index(),
+            &self.state.index_lock(),
         )?)
     }
 
@@ -207,9 +315,11 @@ impl Repository {
         self.index.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sees snapshots and blobs that other processes committed since this handle was opened. An index that was
-    /// rebuilt meanwhile (a new directory) is reopened.
+    /// Sees snapshots and blobs that other processes committed since this handle was opened (and, for a state
+    /// directory that follows a shared store, that other machines stored, at most every sync interval). An
+    /// index that was rebuilt meanwhile (a new directory) is reopened.
     pub fn refresh(&self) -> Result<(), RepoError> {
+        self.sync(false)?;
         if self.index().catch_up().is_ok() {
             return Ok(());
         }
@@ -218,7 +328,7 @@ impl Repository {
 
     /// Opens the index anew: for the process that just replaced it (an index repair).
     pub fn reopen_index(&self) -> Result<(), RepoError> {
-        let fresh = IndexReader::open(&self.root.join("index"))?;
+        let fresh = IndexReader::open(&self.state.index())?;
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }
@@ -257,13 +367,23 @@ impl Repository {
             .is_some_and(|loc| !self.lost.covers(id, loc.pack)))
     }
 
-    /// Lists the backend's packs and returns those the index points into that are missing; their blobs count
-    /// as absent for `usable_blob` from now on.
+    /// Lists the backend's packs and returns those the index's blob entries point into that are missing; their
+    /// blobs count as absent for `usable_blob` from now on. A missing pack that no blob entry points into was
+    /// deleted by a prune that died before forgetting it: not lost, and the next prune clears its record.
     pub fn find_missing_packs(&self) -> Result<Vec<PackId>, RepoError> {
-        let present: std::collections::HashSet<PackId> =
-            self.backend.list_packs()?.into_iter().collect();
-        let missing: Vec<PackId> = (self.index().packs()?.into_iter())
+        use std::collections::HashSet;
+        let present: HashSet<PackId> = self.backend.list_packs()?.into_iter().collect();
+        let absent: HashSet<PackId> = (self.index().packs()?.into_iter())
             .filter(|p| !present.contains(p))
+            .collect();
+        if absent.is_empty() {
+            return Ok(Vec::new());
+        }
+        let missing: Vec<PackId> = (self.index().blobs()?.into_iter())
+            .map(|(_, loc)| loc.pack)
+            .filter(|p| absent.contains(p))
+            .collect::<HashSet<_>>()
+            .into_iter()
             .collect();
         for p in &missing {
             self.lost.add_pack(*p);

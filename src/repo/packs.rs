@@ -8,7 +8,7 @@ use crate::format::pack::{check_header, Footer, PackEntry, ENTRY_LEN, FOOTER_LEN
 use crate::format::{FormatError, PackId, SnapshotId};
 use crate::index::IndexWriter;
 use rocksdb::WriteBatch;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Reads a pack's header, footer and trailer (not its blobs) and returns the blobs it holds.
 pub fn read_pack_trailer(backend: &dyn Backend, pack: PackId) -> Result<Vec<PackEntry>, RepoError> {
@@ -48,13 +48,24 @@ pub struct Reconciled {
     /// repository): never added, since the mount's inode numbers and names would mix the two. `repair index`
     /// gives them new ordinals.
     pub conflicts: Vec<(SnapshotId, Manifest)>,
+    /// With `follow_deletions`: packs and snapshots the index knew that the store no longer lists (another
+    /// machine's prune), dropped from the index.
+    pub vanished_packs: usize,
+    pub vanished_snapshots: usize,
 }
 
 /// Adds to the index every pack and every manifest that the backend has and the index lacks. Packs go first, so
-/// a snapshot never enters the catalog before the blobs it needs are findable.
-pub fn reconcile(backend: &dyn Backend, index: &IndexWriter) -> Result<Reconciled, RepoError> {
+/// a snapshot never enters the catalog before the blobs it needs are findable. With `follow_deletions` (an index
+/// that caches a store other machines prune), what the store no longer lists leaves the index afterwards;
+/// without it, a missing object is damage for `check` to report.
+pub fn reconcile(
+    backend: &dyn Backend,
+    index: &IndexWriter,
+    follow_deletions: bool,
+) -> Result<Reconciled, RepoError> {
     let mut done = Reconciled::default();
-    for pack in backend.list_packs()? {
+    let listed_packs = backend.list_packs()?;
+    for &pack in &listed_packs {
         if index.has_pack(pack)? {
             continue;
         }
@@ -68,11 +79,12 @@ pub fn reconcile(backend: &dyn Backend, index: &IndexWriter) -> Result<Reconcile
             Err(e) => done.skipped_packs.push(e.to_string()),
         }
     }
+    let listed_manifests = backend.list_manifests()?;
     let mut next = index.next_ordinal()?;
     let mut taken: HashMap<u64, SnapshotId> = (index.snapshots()?.into_iter())
         .map(|e| (e.manifest.ordinal, e.id))
         .collect();
-    for id in backend.list_manifests()? {
+    for &id in &listed_manifests {
         if index.has_snapshot(id)? {
             continue;
         }
@@ -92,7 +104,46 @@ pub fn reconcile(backend: &dyn Backend, index: &IndexWriter) -> Result<Reconcile
             Err(e) => done.skipped_manifests.push(e.to_string()),
         }
     }
+    if follow_deletions {
+        forget_vanished(index, &listed_packs, &listed_manifests, &mut done)?;
+    }
     Ok(done)
+}
+
+/// Drops from the index the packs and snapshots that the store's listings no longer hold.
+fn forget_vanished(
+    index: &IndexWriter,
+    listed_packs: &[PackId],
+    listed_manifests: &[SnapshotId],
+    done: &mut Reconciled,
+) -> Result<(), RepoError> {
+    let packs: HashSet<PackId> = listed_packs.iter().copied().collect();
+    let manifests: HashSet<SnapshotId> = listed_manifests.iter().copied().collect();
+    let mut batch = WriteBatch::default();
+    for entry in index.snapshots()? {
+        if !manifests.contains(&entry.id) {
+            IndexWriter::remove_snapshot(&mut batch, entry.id, &entry.manifest);
+            done.vanished_snapshots += 1;
+        }
+    }
+    let vanished: HashSet<PackId> = (index.packs()?.into_iter())
+        .filter(|p| !packs.contains(p))
+        .collect();
+    if !vanished.is_empty() {
+        for p in &vanished {
+            IndexWriter::remove_pack(&mut batch, *p);
+        }
+        for (id, loc) in index.blobs()? {
+            if vanished.contains(&loc.pack) {
+                IndexWriter::remove_blob(&mut batch, id);
+            }
+        }
+        done.vanished_packs = vanished.len();
+    }
+    if done.vanished_packs + done.vanished_snapshots > 0 {
+        index.write(batch)?;
+    }
+    Ok(())
 }
 
 /// Reads a manifest and checks that its content still hashes to its name.

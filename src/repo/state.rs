@@ -1,0 +1,106 @@
+//! The per-machine state of a repository: the RocksDB index, the lock files and the sync stamp. All of it can be
+//! rebuilt from the store's objects, so a machine may lose it, and a new machine starts without it.
+//!
+//! For a local repository the state lives in the repository directory itself (`REPO/index`, `REPO/locks`), as it
+//! always has. For an object store it lives in a state directory: `--state-dir`, `BACKUPFS_STATE_DIR`, the config
+//! file's `state_dir`, else `/var/lib/backupfs/<repository id>` for root and
+//! `$XDG_STATE_HOME/backupfs/<repository id>` (`~/.local/state/...`) for other users.
+
+use crate::backend::BackendError;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+    /// Whether the index here follows a store that other machines write too: it is then brought up to date from
+    /// the store's listings (`Repository::sync`), and snapshots whose manifests left the store leave the index.
+    follows_store: bool,
+}
+
+impl StateDir {
+    /// The state kept inside a local repository directory.
+    pub fn inside_repository(repo: &Path) -> Self {
+        Self {
+            root: repo.to_path_buf(),
+            follows_store: false,
+        }
+    }
+
+    /// A state directory of its own, created if missing.
+    pub fn separate(root: &Path) -> Result<Self, BackendError> {
+        let locks = root.join("locks");
+        std::fs::create_dir_all(&locks).map_err(|e| BackendError::io(&locks, e))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            follows_store: true,
+        })
+    }
+
+    /// The default state directory of a repository, from its id.
+    pub fn default_for(repo_id: &[u8; 32]) -> PathBuf {
+        let id: String = repo_id[..8].iter().map(|b| format!("{b:02x}")).collect();
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let base = if root {
+            PathBuf::from("/var/lib/backupfs")
+        } else if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+            PathBuf::from(x).join("backupfs")
+        } else {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+            PathBuf::from(home).join(".local/state/backupfs")
+        };
+        base.join(id)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn follows_store(&self) -> bool {
+        self.follows_store
+    }
+    pub fn index(&self) -> PathBuf {
+        self.root.join("index")
+    }
+    /// Where `repair index` builds the new index before swapping it in.
+    pub fn index_rebuild(&self) -> PathBuf {
+        self.root.join("index.rebuild")
+    }
+    pub fn index_old(&self) -> PathBuf {
+        self.root.join("index.old")
+    }
+    pub fn index_damaged(&self) -> PathBuf {
+        self.root.join("index.damaged")
+    }
+    pub fn locks(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+    pub fn index_lock(&self) -> PathBuf {
+        self.root.join("locks/index.lock")
+    }
+    pub fn index_rebuild_lock(&self) -> PathBuf {
+        self.root.join("locks/index.rebuild.lock")
+    }
+    pub fn prune_lock(&self) -> PathBuf {
+        self.root.join("locks/prune.lock")
+    }
+    /// Touched after each sync from the store: mounts of several accounts on one machine share one listing.
+    pub fn sync_stamp(&self) -> PathBuf {
+        self.root.join("synced")
+    }
+
+    /// This machine's id in leases: random, made on first use, kept with the state.
+    pub fn machine_id(&self) -> Result<[u8; 16], BackendError> {
+        let path = self.root.join("machine-id");
+        if let Ok(bytes) = std::fs::read(&path) {
+            if let Ok(id) = <[u8; 16]>::try_from(bytes.as_slice()) {
+                return Ok(id);
+            }
+        }
+        let id = crate::repo::random_bytes::<16>()?;
+        let tmp = self.root.join("machine-id.tmp");
+        std::fs::write(&tmp, id)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| BackendError::io(&path, e))?;
+        Ok(id)
+    }
+}
