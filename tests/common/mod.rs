@@ -1,6 +1,8 @@
 //! Shared test support: temporary directories, the fixture generator, the CLI, and mounts that always unmount.
 #![allow(dead_code)]
 
+pub mod garage;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,431 @@
+//! A repository in S3-compatible object storage, against a real 3-node Garage cluster on 127.0.0.1
+//! (replication factor 3, three zones) that each test starts and stops: round trip through the kernel, a second
+//! machine (state directory), concurrent writers, prune's grace period, listing pagination, bad input.
+//! Node faults are in tests/s3_faults.rs.
+
+mod common;
+
+use common::garage::Garage;
+use common::*;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// A repository under `prefix` of the cluster's bucket, reached through node 1 with nodes 2 and 3 as failover.
+struct S3Repo {
+    url: String,
+    config: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl S3Repo {
+    fn new(g: &Garage, t: &TempDir, prefix: &str) -> Self {
+        let config = t.join(&format!("{prefix}.toml"));
+        let (e2, e3) = (g.endpoint(2), g.endpoint(3));
+        std::fs::write(
+            &config,
+            format!("[s3]\nendpoints = [\"{e2}\", \"{e3}\"]\nregion = \"garage\"\ntimeout_s = 20\nlist_interval_s = 2\n"),
+        )
+        .unwrap();
+        Self {
+            url: g.url(prefix),
+            config,
+            env: g.env(),
+        }
+    }
+
+    /// `backupfs ARGS` against this repository with the given state directory.
+    fn cmd(&self, state: &Path, args: &[&str]) -> Command {
+        let mut c = bin();
+        c.env("BACKUPFS_CONFIG", &self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .arg(args[0]);
+        if args[0] != "init" {
+            c.args(["--repo", &self.url]);
+        }
+        c.arg("--state-dir").arg(state).args(&args[1..]);
+        c
+    }
+
+    fn ok(&self, state: &Path, args: &[&str]) -> Output {
+        let out = output_within(&mut self.cmd(state, args), Duration::from_secs(300));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn init(&self, state: &Path) {
+        self.ok(state, &["init", &self.url]);
+    }
+
+    fn backup(&self, state: &Path, account: &str, src: &Path, time: &str) -> serde_json::Value {
+        let out = self.ok(
+            state,
+            &[
+                "backup",
+                "--account",
+                account,
+                "--json",
+                "--time",
+                time,
+                src.to_str().unwrap(),
+            ],
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn snapshots(&self, state: &Path) -> Vec<serde_json::Value> {
+        let out = self.ok(state, &["snapshots", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn mount(&self, state: &Path, account: &str, mnt: &Path) -> Mount {
+        let state = state.to_str().unwrap();
+        let env: Vec<(&str, &str)> = (self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .chain([("BACKUPFS_CONFIG", self.config.to_str().unwrap())])
+            .collect();
+        Mount::with(
+            Path::new(&self.url),
+            account,
+            mnt,
+            &["--state-dir", state],
+            &env,
+        )
+    }
+
+    fn check_clean(&self, state: &Path) {
+        let out = self.ok(state, &["check", "--read-data"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("DAMAGED"), "{text}");
+    }
+}
+
+fn day(n: u32) -> String {
+    format!("2026-11-{n:02}T03:00:00Z")
+}
+
+#[test]
+fn nightly_backups_over_s3_mount_prune_and_a_second_machine() {
+    let g = Garage::start();
+    g.wait_ready();
+    let t = TempDir::new("s3-round");
+    let repo = S3Repo::new(&g, &t, "hosting");
+    let (src, st1, st2) = (t.join("src"), t.join("state1"), t.join("state2"));
+    repo.init(&st1);
+    gen_tree(&src, "s3");
+    let mut expected = Vec::new();
+    for d in 1..=3 {
+        if d > 1 {
+            mutate(&src, "s3", d - 1);
+        }
+        let summary = repo.backup(&st1, "alice", &src, &day(d));
+        let requests = summary["store_requests"]["requests"].as_u64().unwrap();
+        assert!(requests > 0, "{summary}");
+        expected.push(describe(&src));
+    }
+    let m = repo.mount(&st1, "alice", &t.join("mnt"));
+    for (i, want) in expected.iter().enumerate() {
+        assert_same_tree(
+            want,
+            &describe(&m.path.join(format!("2026-11-{:02}", i + 1))),
+        );
+    }
+    assert_same_tree(&expected[2], &describe(&m.latest_in("")));
+    let tree = cp_a(&m.latest_in(""), &t.join("restored"));
+    assert_same_tree(&expected[2], &describe(&tree));
+    repo.check_clean(&st1);
+
+    // A second machine: a fresh state directory sees the same names and the same inode numbers.
+    let m2 = repo.mount(&st2, "alice", &t.join("mnt2"));
+    assert_eq!(inode_map(&m.path), inode_map(&m2.path));
+    drop(m2);
+
+    // Prune on the first machine: the forgotten day leaves the second machine's view within its sync interval.
+    repo.ok(&st1, &["prune", "--keep-last", "2", "--grace", "0"]);
+    wait_until(
+        "the pruned day to leave the mount",
+        Duration::from_secs(30),
+        || !m.path.join("2026-11-01").exists(),
+    );
+    assert_eq!(repo.snapshots(&st2).len(), 2);
+    repo.check_clean(&st2);
+    assert_same_tree(&expected[2], &describe(&m.latest_in("")));
+}
+
+/// `cp -a` of a directory through the mount, as a user restores.
+fn cp_a(from: &Path, to: &Path) -> PathBuf {
+    let out = output_within(
+        Command::new("cp").arg("-a").arg(from).arg(to),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "cp -a: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    to.to_path_buf()
+}
+
+#[test]
+fn prune_deletes_unreferenced_packs_only_after_the_grace_period() {
+    let g = Garage::start();
+    g.wait_ready();
+    let t = TempDir::new("s3-grace");
+    let repo = S3Repo::new(&g, &t, "grace");
+    let (src, st) = (t.join("src"), t.join("state"));
+    repo.init(&st);
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("old.bin"), noise(1, 3_000_000)).unwrap();
+    repo.backup(&st, "bob", &src, &day(1));
+    std::fs::write(src.join("old.bin"), noise(2, 3_000_000)).unwrap();
+    repo.backup(&st, "bob", &src, &day(2));
+    let packs = |_: &Path| count_keys(&g, "grace/packs/");
+    let before = packs(&st);
+    assert!(before >= 3, "{before} packs");
+    // Day 1's data pack is now unreferenced. A long grace keeps it; a short one condemns it first...
+    let out = repo.ok(
+        &st,
+        &["prune", "--keep-last", "1", "--json", "--grace", "24h"],
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+    assert_eq!(packs(&st), before);
+    // Packs younger than the grace period are not even condemned.
+    assert_eq!(r["packs_condemned"], 0, "{r}");
+    std::thread::sleep(Duration::from_secs(2));
+    let out = repo.ok(
+        &st,
+        &["prune", "--keep-last", "1", "--json", "--grace", "1s"],
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["packs_condemned"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+    // ... and the next prune after the grace period deletes it.
+    std::thread::sleep(Duration::from_secs(2));
+    let out = repo.ok(
+        &st,
+        &["prune", "--keep-last", "1", "--json", "--grace", "1s"],
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["packs_deleted"].as_u64().unwrap() >= 1, "{r}");
+    assert!(packs(&st) < before);
+    repo.check_clean(&st);
+    let m = repo.mount(&st, "bob", &t.join("mnt"));
+    assert_eq!(
+        std::fs::read(m.latest_in("").join("old.bin")).unwrap(),
+        noise(2, 3_000_000)
+    );
+}
+
+/// Keys under `prefix` of the bucket, listed with curl's SigV4 signing (one page: the tests stay far below 1,000).
+fn count_keys(g: &Garage, prefix: &str) -> usize {
+    let auth = format!("{}:{}", common::garage::KEY_ID, common::garage::SECRET_KEY);
+    // curl signs the query as written: the prefix's slashes must be encoded already.
+    let prefix = prefix.replace('/', "%2F");
+    let url = format!(
+        "{}/{}?list-type=2&prefix={prefix}",
+        g.endpoint(1),
+        common::garage::BUCKET
+    );
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "--aws-sigv4",
+            "aws:amz:garage:s3",
+            "--user",
+            &auth,
+            &url,
+        ])
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .matches("<Key>")
+        .count()
+}
+
+#[test]
+fn two_machines_back_up_into_one_bucket_at_once_without_ordinal_collisions() {
+    let g = Garage::start();
+    g.wait_ready();
+    let t = TempDir::new("s3-writers");
+    let repo = S3Repo::new(&g, &t, "shared");
+    repo.init(&t.join("init-state"));
+    let rounds = 4;
+    std::thread::scope(|scope| {
+        for (account, seed) in [("alice", "wa"), ("bob", "wb")] {
+            let (repo, t) = (&repo, &t);
+            scope.spawn(move || {
+                let src = t.join(&format!("src-{account}"));
+                let state = t.join(&format!("state-{account}"));
+                gen_tree(&src, seed);
+                for d in 1..=rounds {
+                    mutate(&src, seed, d);
+                    repo.backup(&state, account, &src, &day(d));
+                }
+            });
+        }
+    });
+    let all = repo.snapshots(&t.join("observer"));
+    assert_eq!(all.len(), 2 * rounds as usize, "{all:?}");
+    let ordinals: HashSet<u64> = all.iter().map(|s| s["ordinal"].as_u64().unwrap()).collect();
+    assert_eq!(ordinals.len(), all.len(), "ordinals collide: {all:?}");
+    repo.check_clean(&t.join("observer"));
+    // Both machines' indexes agree with the bucket.
+    for account in ["alice", "bob"] {
+        assert_eq!(
+            repo.snapshots(&t.join(&format!("state-{account}"))).len(),
+            all.len()
+        );
+    }
+}
+
+#[test]
+fn a_listing_of_more_than_a_thousand_objects_is_read_to_its_end() {
+    let g = Garage::start();
+    g.wait_ready();
+    let t = TempDir::new("s3-pages");
+    let repo = S3Repo::new(&g, &t, "pages");
+    let (src, st) = (t.join("src"), t.join("state"));
+    repo.init(&st);
+    gen_tree(&src, "pg");
+    let id = repo.backup(&st, "carol", &src, &day(1))["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // 1,100 foreign keys that sort before the manifest (names that are no snapshot id): the manifest is on the
+    // listing's second page.
+    let first = id.chars().next().unwrap();
+    assert!(
+        first != '0',
+        "the snapshot id must sort after the padding keys"
+    );
+    let body = t.join("empty");
+    std::fs::write(&body, b"").unwrap();
+    let urls: Vec<String> = (0..1100)
+        .map(|i| {
+            format!(
+                "{}/{}/pages/snapshots/0-padding-{i:05}",
+                g.endpoint(1),
+                common::garage::BUCKET
+            )
+        })
+        .collect();
+    put_objects(&urls, &body);
+    let fresh = t.join("fresh-state");
+    let listed = repo.snapshots(&fresh);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], id.as_str());
+}
+
+/// Uploads an object to each URL with curl's SigV4 signing (Garage, region "garage"), in batches.
+fn put_objects(urls: &[String], body: &Path) {
+    let auth = format!("{}:{}", common::garage::KEY_ID, common::garage::SECRET_KEY);
+    for batch in urls.chunks(100) {
+        let mut c = Command::new("curl");
+        c.args([
+            "-sS",
+            "--fail",
+            "--aws-sigv4",
+            "aws:amz:garage:s3",
+            "--user",
+            &auth,
+        ]);
+        c.args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]);
+        for url in batch {
+            c.arg("-T").arg(body).arg(url);
+        }
+        let out = c.output().expect("curl");
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn bad_locations_and_credentials_fail_with_one_line_and_write_nothing() {
+    let g = Garage::start();
+    g.wait_ready();
+    let t = TempDir::new("s3-bad");
+    let repo = S3Repo::new(&g, &t, "bad");
+    let st = t.join("state");
+    let one_line = |out: &Output, code: i32, needle: &str| {
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+        // Usage errors (2) are clap's: the message, then a line pointing to --help.
+        if code != 2 {
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        }
+        assert!(!err.contains(common::garage::SECRET_KEY), "secret in {err}");
+        assert!(!err.contains("X-Amz-Signature"), "signed URL in {err}");
+    };
+    // An unknown scheme is a usage error.
+    let out = bin()
+        .args(["snapshots", "--repo", "sftp://host/repo"])
+        .output()
+        .unwrap();
+    one_line(&out, 2, "unknown scheme");
+    // A missing bucket.
+    let missing = format!("s3:{}/no-such-bucket/x", g.endpoint(1));
+    let mut c = repo.cmd(&st, &["init", &missing]);
+    one_line(
+        &output_within(&mut c, Duration::from_secs(60)),
+        1,
+        "no such bucket",
+    );
+    // Wrong credentials.
+    let mut c = repo.cmd(&st, &["init", &repo.url]);
+    c.env("AWS_SECRET_ACCESS_KEY", "0".repeat(64));
+    one_line(
+        &output_within(&mut c, Duration::from_secs(60)),
+        1,
+        "access denied",
+    );
+    // No credentials at all.
+    let mut c = repo.cmd(&st, &["init", &repo.url]);
+    c.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    one_line(
+        &output_within(&mut c, Duration::from_secs(60)),
+        1,
+        "no S3 credentials",
+    );
+    // A prefix that holds something else: not a repository to open, and init will not take it over.
+    let foreign = format!(
+        "{}/{}/bad/someone-elses-file",
+        g.endpoint(1),
+        common::garage::BUCKET
+    );
+    std::fs::write(t.join("f"), b"not ours").unwrap();
+    put_objects(&[foreign], &t.join("f"));
+    let mut c = repo.cmd(&st, &["snapshots"]);
+    one_line(
+        &output_within(&mut c, Duration::from_secs(60)),
+        1,
+        "not a backupfs repository",
+    );
+    let mut c = repo.cmd(&st, &["init", &repo.url]);
+    one_line(
+        &output_within(&mut c, Duration::from_secs(60)),
+        1,
+        "not empty",
+    );
+    // Nothing was written: the prefix holds only the foreign file, and a real repository elsewhere still works.
+    let other = S3Repo::new(&g, &t, "good");
+    other.init(&t.join("good-state"));
+    assert!(other.snapshots(&t.join("good-state")).is_empty());
+}
