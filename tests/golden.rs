@@ -9,6 +9,16 @@ use std::process::Command;
 /// Mounts a copy of fixtures/NAME/repo and compares each day's snapshot with the describe output and the whole
 /// mount with the inode listing that the build which wrote the fixture saw.
 fn assert_mounts_as_recorded(name: &str, days: &[&str]) {
+    assert_mounts_with(name, days, &[], |_| {});
+}
+
+/// As `assert_mounts_as_recorded`, with extra mount arguments and a change to the copy before mounting.
+fn assert_mounts_with(
+    name: &str,
+    days: &[&str],
+    extra: &[&str],
+    prepare: impl Fn(&std::path::Path),
+) {
     let golden = fixtures().join(name);
     let t = TempDir::new(name);
     // A copy, so that nothing a test run does can touch the fixture.
@@ -20,7 +30,18 @@ fn assert_mounts_as_recorded(name: &str, days: &[&str]) {
         .status()
         .unwrap()
         .success());
-    let m = Mount::new(&repo, "golden", &t.join("mnt"));
+    prepare(&repo);
+    let state = t.join("state");
+    let extra: Vec<&str> = (extra.iter().copied())
+        .map(|a| {
+            if a == "STATE" {
+                state.to_str().unwrap()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let m = Mount::with(&repo, "golden", &t.join("mnt"), &extra, &[]);
     for day in days {
         let want = std::fs::read_to_string(golden.join(format!("describe-{day}.txt"))).unwrap();
         assert_same_tree(&want, &describe(&m.path.join(day)));
@@ -49,4 +70,23 @@ fn the_golden_repository_still_mounts_identically() {
 #[test]
 fn the_golden_paged_directory_still_mounts_identically() {
     assert_mounts_as_recorded("golden-paged", &["2026-11-21"]);
+}
+
+/// fixtures/golden-indexed/ (fixtures/make_golden_indexed.sh, run once): pack index objects and no RocksDB index.
+/// A fresh state directory attaches to it with every pack's footer blanked, so the pack index objects are the
+/// only description of the packs it can use.
+#[test]
+fn the_golden_pack_indexes_attach_a_new_machine_identically() {
+    assert_mounts_with(
+        "golden-indexed",
+        &["2026-11-25", "2026-11-26"],
+        &["--state-dir", "STATE"],
+        |repo| {
+            for pack in packs_by_size(repo) {
+                let len = std::fs::metadata(&pack).unwrap().len();
+                let f = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
+                std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 56], len - 56).unwrap();
+            }
+        },
+    );
 }

@@ -121,6 +121,7 @@ fn commit_lying_snapshot(repo_path: &std::path::Path) {
     let reused: HashSet<BlobId> = HashSet::new();
     let packs = [NewPack {
         id,
+        size: pack_bytes.len() as u64,
         entries: pack_entries,
     }];
     commit_snapshot(&repo, &packs, &reused, manifest).unwrap();

@@ -182,7 +182,7 @@ impl Backend for LocalBackend {
                 }
                 names
             }
-            Dir::Snapshots | Dir::Leases | Dir::Condemned => self.list_dir(&top)?,
+            Dir::Snapshots | Dir::Leases | Dir::Condemned | Dir::Indexes => self.list_dir(&top)?,
         };
         let mut entries = Vec::with_capacity(names.len());
         for name in names {

@@ -11,7 +11,7 @@ pub use local::LocalBackend;
 pub use location::{Location, LocationError};
 pub use s3::{S3Backend, S3Settings};
 
-use crate::format::{PackId, SnapshotId};
+use crate::format::{PackId, PackIndexId, SnapshotId};
 use std::path::PathBuf;
 
 /// The immutable objects of a repository.
@@ -24,6 +24,8 @@ pub enum Object {
     Lease([u8; 16]),
     /// The mark that a prune found this pack unreferenced, dated by the store (see `prune::shared`).
     Condemned(PackId),
+    /// Copies of some packs' trailers (`format::pack_index`), named by content.
+    PackIndex(PackIndexId),
 }
 
 impl Object {
@@ -38,6 +40,7 @@ impl Object {
             Object::Manifest(id) => format!("snapshots/{}", id.to_hex()),
             Object::Lease(name) => format!("leases/{}", lease_hex(name)),
             Object::Condemned(id) => format!("condemned/{}", id.to_hex()),
+            Object::PackIndex(id) => format!("indexes/{}", id.to_hex()),
         }
     }
 }
@@ -53,6 +56,7 @@ pub enum Dir {
     Snapshots,
     Leases,
     Condemned,
+    Indexes,
 }
 
 impl Dir {
@@ -62,6 +66,7 @@ impl Dir {
             Dir::Snapshots => "snapshots",
             Dir::Leases => "leases",
             Dir::Condemned => "condemned",
+            Dir::Indexes => "indexes",
         }
     }
 }

@@ -83,10 +83,11 @@ impl<'r> Shared<'r> {
     fn write_pack(&self, pack: PackBuilder) -> Result<(), RepoError> {
         let (id, bytes, entries) = pack.finish();
         self.repo.backend().write_new(Object::Pack(id), &bytes)?;
+        let size = bytes.len() as u64;
         self.written
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(NewPack { id, entries });
+            .push(NewPack { id, size, entries });
         Ok(())
     }
 

@@ -68,6 +68,10 @@ id_type!(
     /// A pack file: BLAKE3 of the whole pack file.
     PackId
 );
+id_type!(
+    /// A pack index object (`indexes/<id>`): BLAKE3 of the whole object.
+    PackIndexId
+);
 
 /// What a blob in a pack holds; part of the blob's key, so equal bytes of different kinds never alias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

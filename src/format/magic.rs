@@ -20,6 +20,8 @@ pub const TREE_INDEX: [u8; 8] = *b"BKFSTIDX";
 pub const LINKS: [u8; 8] = *b"BKFSLINK";
 /// First bytes of a snapshot manifest.
 pub const MANIFEST: [u8; 8] = *b"BKFSSNAP";
+/// First bytes of a pack index object: the trailers of packs, so that a new machine need not read each pack.
+pub const PACK_INDEX: [u8; 8] = *b"BKFSPIDX";
 
 /// Format version of the repository as a whole (config) and of every object kind. All are 1 in format v1; they
 /// are separate so that one object kind can evolve without touching the others.
@@ -29,5 +31,6 @@ pub const TREE_VERSION: u32 = 1;
 pub const TREE_INDEX_VERSION: u32 = 1;
 pub const LINKS_VERSION: u32 = 1;
 pub const MANIFEST_VERSION: u32 = 1;
+pub const PACK_INDEX_VERSION: u32 = 1;
 /// Version of the RocksDB index's key layout, stored under the index's `V` key.
 pub const INDEX_VERSION: u32 = 1;

@@ -12,10 +12,11 @@ pub mod manifest;
 #[cfg(test)]
 pub(crate) mod mutation_tests;
 pub mod pack;
+pub mod pack_index;
 pub mod tree;
 pub mod tree_index;
 
-pub use ids::{BlobId, BlobKind, ChunkId, LinksId, PackId, SnapshotId, TreeId};
+pub use ids::{BlobId, BlobKind, ChunkId, LinksId, PackId, PackIndexId, SnapshotId, TreeId};
 
 /// A repository object whose bytes are not a valid encoding. Carries the object kind and byte offset; the layer
 /// above adds the object's id or path.

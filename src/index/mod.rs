@@ -214,6 +214,13 @@ impl IndexReader {
 
 /// Every blob entry of the index, in key order.
 /// "F" snapshot id: a prune has marked the snapshot and may have deleted its manifest already.
+/// "X" + pack index object id: that object was read into this index (its packs need not be read again).
+fn pack_index_key(id: crate::format::PackIndexId) -> [u8; 33] {
+    let mut k = [b'X'; 33];
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
 fn forgetting_key(id: SnapshotId) -> [u8; 33] {
     let mut k = [b'F'; 33];
     k[1..].copy_from_slice(&id.0);
@@ -377,6 +384,18 @@ impl IndexWriter {
             .get_pinned(keys::snapshot_id(id))
             .map_err(db_err(&self.path))?
             .is_some())
+    }
+
+    pub fn has_read_pack_index(&self, id: crate::format::PackIndexId) -> Result<bool, IndexError> {
+        Ok(self
+            .db
+            .get_pinned(pack_index_key(id))
+            .map_err(db_err(&self.path))?
+            .is_some())
+    }
+
+    pub fn mark_pack_index_read(batch: &mut WriteBatch, id: crate::format::PackIndexId) {
+        batch.put(pack_index_key(id), b"");
     }
 
     pub fn has_pack(&self, id: PackId) -> Result<bool, IndexError> {

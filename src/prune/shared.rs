@@ -17,7 +17,8 @@
 use super::PruneReport;
 use crate::backend::{BackendError, Dir, Object};
 use crate::format::pack::{PackBuilder, PackEntry};
-use crate::format::{BlobId, PackId};
+use crate::format::pack_index::{self, IndexedPack};
+use crate::format::{BlobId, PackId, PackIndexId};
 use crate::index::{CatalogEntry, IndexWriter};
 use crate::repo::{mark_live, read_pack_trailer, reconcile, RepoError, Repository};
 use rocksdb::WriteBatch;
@@ -51,6 +52,7 @@ pub fn collect_packs(
     mark_live(repo, &index.snapshots()?, &mut live)?;
     let packs = repo.backend().list_aged(Dir::Packs)?;
     let marks = repo.backend().list_aged(Dir::Condemned)?;
+    let mut survivors: Vec<IndexedPack> = Vec::new();
     let marked: HashMap<PackId, i64> = (marks.entries.iter())
         .filter_map(|m| Some((PackId::from_hex(&m.name)?, marks.now - m.modified)))
         .collect();
@@ -60,7 +62,7 @@ pub fn collect_packs(
         };
         let pack_age = packs.now - listed.modified;
         if pack_age < grace_s {
-            continue; // possibly a backup's, still running elsewhere
+            continue; // possibly a backup's, still running elsewhere; its own pack index covers it
         }
         lease.still_held()?;
         let entries = match read_pack_trailer(repo.backend(), pack) {
@@ -90,13 +92,52 @@ pub fn collect_packs(
         if mark.is_some() {
             remove_if_present(repo, Object::Condemned(pack))?;
         }
+        survivors.push(IndexedPack {
+            id: pack,
+            size: listed.size,
+            entries: entries.clone(),
+        });
         let total: u64 = dead_bytes + here.iter().map(|e| e.stored_len as u64).sum::<u64>();
         if total > 0 && dead_bytes as f64 >= threshold * total as f64 && dead_bytes > 0 {
-            rewrite(repo, &index, pack, &here)?;
+            survivors.pop();
+            survivors.push(rewrite(repo, &index, pack, &here)?);
             repo.backend().write_new(Object::Condemned(pack), b"")?;
             report.packs_rewritten += 1;
             report.packs_condemned += 1;
         }
+    }
+    lease.still_held()?;
+    consolidate_pack_indexes(repo, &survivors, grace_s)
+}
+
+/// Replaces the pack index objects older than the grace period by one listing every pack that prune kept from
+/// that age: those objects list only packs at least as old (a backup writes its packs before its index object),
+/// so the new one covers all they still describe. Younger objects stay for the backups they describe.
+fn consolidate_pack_indexes(
+    repo: &Repository,
+    survivors: &[IndexedPack],
+    grace_s: i64,
+) -> Result<(), RepoError> {
+    let listing = repo.backend().list_aged(Dir::Indexes)?;
+    let old: Vec<PackIndexId> = (listing.entries.iter())
+        .filter(|l| listing.now - l.modified >= grace_s)
+        .filter_map(|l| PackIndexId::from_hex(&l.name))
+        .collect();
+    if old.len() <= 1 {
+        return Ok(());
+    }
+    let mut written = HashSet::new();
+    for part in survivors.chunks(pack_index::MAX_PACKS) {
+        let bytes = pack_index::encode(part);
+        let id = PackIndexId::of(&bytes);
+        match repo.backend().write_new(Object::PackIndex(id), &bytes) {
+            Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        written.insert(id);
+    }
+    for id in old.into_iter().filter(|id| !written.contains(id)) {
+        remove_if_present(repo, Object::PackIndex(id))?;
     }
     Ok(())
 }
@@ -163,7 +204,7 @@ fn rewrite(
     index: &IndexWriter,
     pack: PackId,
     live: &[PackEntry],
-) -> Result<(), RepoError> {
+) -> Result<IndexedPack, RepoError> {
     let mut builder = PackBuilder::default();
     for e in live {
         let mut stored = vec![0u8; e.stored_len as usize];
@@ -179,7 +220,12 @@ fn rewrite(
     repo.backend().write_new(Object::Pack(new_id), &bytes)?;
     let mut batch = WriteBatch::default();
     IndexWriter::add_pack(&mut batch, new_id, &entries);
-    Ok(index.write(batch)?)
+    index.write(batch)?;
+    Ok(IndexedPack {
+        id: new_id,
+        size: bytes.len() as u64,
+        entries,
+    })
 }
 
 fn pack_id(listed_name: &str) -> Option<PackId> {

@@ -14,7 +14,8 @@ use crate::backend::BackendError;
 use crate::backend::Object;
 use crate::format::manifest::Manifest;
 use crate::format::pack::PackEntry;
-use crate::format::{BlobId, PackId, SnapshotId};
+use crate::format::pack_index::{self, IndexedPack};
+use crate::format::{BlobId, PackId, PackIndexId, SnapshotId};
 use crate::index::BlobLocation;
 use crate::index::IndexWriter;
 use rocksdb::WriteBatch;
@@ -24,6 +25,7 @@ use std::collections::HashSet;
 #[derive(Debug)]
 pub struct NewPack {
     pub id: PackId,
+    pub size: u64,
     pub entries: Vec<PackEntry>,
 }
 
@@ -40,6 +42,7 @@ pub fn commit_snapshot(
         IndexWriter::add_pack(&mut batch, p.id, &p.entries);
     }
     index.write(batch)?;
+    publish_pack_index(repo, packs)?;
     // Other machines' snapshots must be in this index before the ordinal is chosen: under the lease, the
     // listing below shows every manifest committed before.
     let lease = repo.commit_lease()?;
@@ -71,6 +74,27 @@ pub fn commit_snapshot(
     IndexWriter::set_next_ordinal(&mut batch, manifest.ordinal + 1);
     index.write(batch)?;
     Ok((id, manifest))
+}
+
+/// Writes the trailers of this backup's packs as one pack index object, before the manifest that needs them:
+/// a machine attaching later reads it instead of every pack (see `format::pack_index`).
+fn publish_pack_index(repo: &Repository, packs: &[NewPack]) -> Result<(), RepoError> {
+    if packs.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<IndexedPack> = (packs.iter())
+        .map(|p| IndexedPack {
+            id: p.id,
+            size: p.size,
+            entries: p.entries.clone(),
+        })
+        .collect();
+    let bytes = pack_index::encode(&listed);
+    let id = PackIndexId::of(&bytes);
+    match repo.backend().write_new(Object::PackIndex(id), &bytes) {
+        Ok(()) | Err(BackendError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Puts back index entries of reused blobs that a concurrent prune removed.

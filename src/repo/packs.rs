@@ -2,9 +2,11 @@
 //! an index rebuild.
 
 use super::RepoError;
-use crate::backend::{Backend, Object};
+use crate::backend::{Backend, BackendError, Dir, Object};
 use crate::format::manifest::Manifest;
 use crate::format::pack::{check_header, Footer, PackEntry, ENTRY_LEN, FOOTER_LEN, HEADER_LEN};
+use crate::format::pack_index;
+use crate::format::PackIndexId;
 use crate::format::{FormatError, PackId, SnapshotId};
 use crate::index::IndexWriter;
 use rocksdb::WriteBatch;
@@ -64,11 +66,22 @@ pub fn reconcile(
     follow_deletions: bool,
 ) -> Result<Reconciled, RepoError> {
     let mut done = Reconciled::default();
-    let listed_packs = backend.list_packs()?;
-    for &pack in &listed_packs {
-        if index.has_pack(pack)? {
-            continue;
+    let listing = backend.list_aged(Dir::Packs)?;
+    let listed_packs: Vec<PackId> = (listing.entries.iter())
+        .filter_map(|l| pack_from_listed(&l.name))
+        .collect();
+    let mut unindexed: HashMap<PackId, u64> = HashMap::new();
+    for l in &listing.entries {
+        if let Some(pack) = pack_from_listed(&l.name) {
+            if !index.has_pack(pack)? {
+                unindexed.insert(pack, l.size);
+            }
         }
+    }
+    if !unindexed.is_empty() {
+        done.packs += from_pack_indexes(backend, index, &mut unindexed)?;
+    }
+    for &pack in unindexed.keys() {
         match read_pack_trailer(backend, pack) {
             Ok(entries) => {
                 let mut batch = WriteBatch::default();
@@ -144,6 +157,59 @@ fn forget_vanished(
         index.write(batch)?;
     }
     Ok(())
+}
+
+/// `ab/ab...pack` as listed -> the pack id.
+fn pack_from_listed(name: &str) -> Option<PackId> {
+    let (_, file) = name.split_once('/')?;
+    PackId::from_hex(file.strip_suffix(".pack")?)
+}
+
+/// Adds the unindexed packs that pack index objects not read before describe (for a listed pack of the same
+/// size), removing them from `unindexed`; returns how many. An object that does not verify is skipped: the
+/// packs it would have covered are read one by one instead.
+fn from_pack_indexes(
+    backend: &dyn Backend,
+    index: &IndexWriter,
+    unindexed: &mut HashMap<PackId, u64>,
+) -> Result<usize, RepoError> {
+    let mut added = 0;
+    for l in backend.list_aged(Dir::Indexes)?.entries {
+        let Some(id) = PackIndexId::from_hex(&l.name) else {
+            continue;
+        };
+        if index.has_read_pack_index(id)? {
+            continue;
+        }
+        let decoded = match backend.read_all(Object::PackIndex(id)) {
+            Ok(bytes) if PackIndexId::of(&bytes) == id => pack_index::decode(&bytes),
+            Ok(_) => Err(FormatError::Checksum {
+                object: "pack index",
+            }),
+            // Consolidated away by a prune since the listing.
+            Err(BackendError::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut batch = WriteBatch::default();
+        match decoded {
+            Ok(packs) => {
+                for p in packs {
+                    if unindexed.get(&p.id) == Some(&p.size) {
+                        IndexWriter::add_pack(&mut batch, p.id, &p.entries);
+                        unindexed.remove(&p.id);
+                        added += 1;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("pack index {id}: {e}; reading its packs instead"),
+        }
+        IndexWriter::mark_pack_index_read(&mut batch, id);
+        index.write(batch)?;
+        if unindexed.is_empty() {
+            break;
+        }
+    }
+    Ok(added)
 }
 
 /// Reads a manifest and checks that its content still hashes to its name.
