@@ -2,11 +2,14 @@
 //!
 //! Layers, bottom up; each depends only on the ones above it in this list:
 //! - `format`: the bytes of every on-disk object (spec in `format/SPEC.md`). Pure functions, no I/O.
-//! - `backend`: where immutable objects (packs, manifests, config) are stored: a local directory now, an object
-//!   store later. Objects are written once, whole, under a new name.
+//! - `backend`: where immutable objects (packs, manifests, pack indexes, config) are stored: a local directory or
+//!   an S3 bucket, chosen from the repository's `Location` and injected into `Repository`. Objects are written
+//!   once, whole, under a new name; nothing above this layer knows which store it talks to.
 //! - `index`: the RocksDB index of blob locations and the snapshot catalog, derivable from the backend's objects.
 //! - `repo`: the `Repository` handle that owns backend, index and caches, returns only verified blobs, and
-//!   commits snapshots in a crash-safe order.
+//!   commits snapshots in a crash-safe order. Its `StateDir` holds every local path (index, locks, caches): the
+//!   repository directory itself, or a per-machine state directory that follows a store several machines share
+//!   (synced from listings; ordinals assigned under a commit lease made of PUT, LIST and DELETE).
 //! - `backup`: the backup command (walk, chunk, store, commit).
 //! - `prune`, `check`, `repair`: retention and garbage collection, verification, index rebuild. The locking
 //!   scheme that lets them run beside backups and mounts is in `prune` and in the format spec.
@@ -26,6 +29,9 @@
 //!   directory someone lists, and a file added to a huge Maildir rewrites one page.
 //! - Everything that is not the index is immutable and content-addressed, so caching is always safe and
 //!   verification is a hash comparison.
+//! - A repository is a set of immutable objects in a store plus a per-machine cache that can always be rebuilt
+//!   from them: replication copies objects, encryption seals them, and neither touches the state directory's
+//!   design. Correctness never depends on conditional writes, only on read-after-write listings (SPEC.md).
 
 pub mod backend;
 pub mod backup;

@@ -192,6 +192,14 @@ enum Command {
         /// Memory for decoded file chunks, in MiB [default: `chunk_cache_mib` in [mount], else 32].
         #[arg(long, value_name = "MIB")]
         chunk_cache: Option<usize>,
+        /// Object storage: directory of the on-disk cache of verified blobs [default: `cache_dir` in [mount],
+        /// else cache/ in the state directory].
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Object storage: size of the on-disk blob cache in MiB, 0 for none [default: `disk_cache_mib` in
+        /// [mount], else 1024].
+        #[arg(long, value_name = "MIB")]
+        disk_cache: Option<u64>,
         /// Return once the mount is ready and keep serving in the background (what mount(8) and fstab get
         /// through mount.fuse.backupfs).
         #[arg(long)]
@@ -377,6 +385,9 @@ fn open_options(
         caches,
         s3: config.s3.settings(remote)?,
         sync_interval: config.s3.sync_interval(),
+        cache_dir: config.mount.cache_dir.clone(),
+        cache_bytes: (config.mount.disk_cache_mib)
+            .map_or(backupfs::repo::DEFAULT_DISK_CACHE_BYTES, |m| m << 20),
     })
 }
 
@@ -596,6 +607,8 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
             threads,
             tree_cache,
             chunk_cache,
+            cache_dir,
+            disk_cache,
             daemon,
             log_file,
             mountpoint,
@@ -614,9 +627,12 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
             };
             let location = repo_location(&repo, config);
             let caches = config.mount.cache_sizes(tree_cache, chunk_cache);
+            let mut open = open_options(&location, repo.state_dir.as_deref(), config, caches)?;
+            open.cache_dir = cache_dir.or(open.cache_dir);
+            open.cache_bytes = disk_cache.map_or(open.cache_bytes, |m| m << 20);
             let request = MountRequest {
                 fsname: format!("backupfs:{location}"),
-                open: open_options(&location, repo.state_dir.as_deref(), config, caches)?,
+                open,
                 repo: location,
                 account,
                 allow_other: allow_other || config.mount.allow_other.unwrap_or(false),
@@ -688,7 +704,12 @@ fn main() {
             std::process::exit(EXIT_ERROR);
         }
     };
-    match run(cli, &config) {
+    let result = run(cli, &config);
+    let store = backupfs::backend::s3::http::process_totals();
+    if store.requests() > 0 {
+        tracing::info!("store requests: {}", store.to_json());
+    }
+    match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("backupfs: error: {}", one_line(&e));

@@ -224,6 +224,7 @@ pub(crate) fn helper_main() -> ! {
     }
     let (mut account, mut allow_other, mut threads) = (None, false, None);
     let (mut config_path, mut log, mut state_dir) = (None, None, None);
+    let (mut cache_dir, mut disk_cache) = (None, None);
     let (mut tree_cache, mut chunk_cache) = (None, None);
     for opt in cli.options.iter().flat_map(|o| o.split(',')) {
         let (name, value) = match opt.split_once('=') {
@@ -252,6 +253,11 @@ pub(crate) fn helper_main() -> ! {
             ("config", Some(v)) => config_path = Some(PathBuf::from(v)),
             ("log", Some(v)) => log = Some(PathBuf::from(v)),
             ("state_dir", Some(v)) => state_dir = Some(PathBuf::from(v)),
+            ("cache_dir", Some(v)) => cache_dir = Some(PathBuf::from(v)),
+            ("disk_cache", Some(v)) => match v.parse::<u64>() {
+                Ok(n) => disk_cache = Some(n),
+                _ => usage(format!("option disk_cache={v}: not a number of MiB")),
+            },
             ("rw", None) => {
                 tracing::debug!("option rw ignored: {} mounts are always read-only", cli.mountpoint.display())
             }
@@ -259,7 +265,7 @@ pub(crate) fn helper_main() -> ! {
             (n, Some(_)) if n.starts_with("x-") || n == "comment" => {}
             _ if cli.sloppy => tracing::warn!("ignoring unknown mount option {opt:?}"),
             _ => usage(format!(
-                "unknown mount option {opt:?} (known: account=NAME, allow_other, threads=N, tree_cache=MIB, chunk_cache=MIB, config=PATH, log=PATH, state_dir=PATH)"
+                "unknown mount option {opt:?} (known: account=NAME, allow_other, threads=N, tree_cache=MIB, chunk_cache=MIB, config=PATH, log=PATH, state_dir=PATH, cache_dir=PATH, disk_cache=MIB)"
             )),
         }
     }
@@ -270,10 +276,12 @@ pub(crate) fn helper_main() -> ! {
         Err(e) => usage(e.to_string()),
     };
     let caches = config.mount.cache_sizes(tree_cache, chunk_cache);
-    let open = match open_options(&cli.source, state_dir.as_deref(), &config, caches) {
+    let mut open = match open_options(&cli.source, state_dir.as_deref(), &config, caches) {
         Ok(o) => o,
         Err(e) => usage(one_line(&e)),
     };
+    open.cache_dir = cache_dir.or(open.cache_dir);
+    open.cache_bytes = disk_cache.map_or(open.cache_bytes, |m: u64| m << 20);
     let request = MountRequest {
         fsname: cli.source.to_string(),
         repo: cli.source,

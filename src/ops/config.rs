@@ -19,6 +19,8 @@
 //! threads = 4                            # --threads
 //! tree_cache_mib = 16                    # --tree-cache: decoded directories kept in memory
 //! chunk_cache_mib = 32                   # --chunk-cache: decoded file chunks kept in memory
+//! cache_dir = "/var/cache/backupfs"      # --cache-dir: object storage's on-disk blob cache [STATE/cache]
+//! disk_cache_mib = 1024                  # --disk-cache: its size; 0 turns it off
 //!
 //! [retention]                            # backupfs prune, when no --keep-* flag is given
 //! keep_daily = 30
@@ -142,6 +144,9 @@ pub struct MountSection {
     pub threads: Option<usize>,
     pub tree_cache_mib: Option<usize>,
     pub chunk_cache_mib: Option<usize>,
+    /// Object storage: where verified blobs are kept on disk, and how much (0: no disk cache).
+    pub cache_dir: Option<PathBuf>,
+    pub disk_cache_mib: Option<u64>,
 }
 
 impl MountSection {

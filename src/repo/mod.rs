@@ -3,6 +3,7 @@
 
 mod commit;
 mod dir;
+mod disk_cache;
 mod lease;
 mod locks;
 mod lost;
@@ -15,6 +16,7 @@ mod sync;
 
 pub use commit::{commit_snapshot, NewPack};
 pub use dir::{Directory, EntryRef};
+pub use disk_cache::DiskCache;
 pub use locks::{BackupMarker, ExclusiveLock};
 pub use packs::{read_manifest, read_pack_trailer, reconcile, Reconciled};
 pub use reach::mark_live;
@@ -90,6 +92,30 @@ pub struct OpenOptions {
     pub s3: S3Settings,
     /// How often a state directory that follows a shared store lists it for new snapshots (mounts).
     pub sync_interval: std::time::Duration,
+    /// The on-disk blob cache of a repository in object storage: its directory (default: `cache/` in the state
+    /// directory) and budget in bytes (0: none). A local repository has none.
+    pub cache_dir: Option<PathBuf>,
+    pub cache_bytes: u64,
+}
+
+/// The default on-disk cache budget of a repository in object storage.
+pub const DEFAULT_DISK_CACHE_BYTES: u64 = 1 << 30;
+
+fn open_disk_cache(state: &StateDir, opts: &OpenOptions) -> Option<DiskCache> {
+    if !state.follows_store() || opts.cache_bytes == 0 {
+        return None;
+    }
+    let dir = opts
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| state.root().join("cache"));
+    match DiskCache::open(&dir, opts.cache_bytes) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("{}: {e}; reading without an on-disk cache", dir.display());
+            None
+        }
+    }
 }
 
 impl Default for OpenOptions {
@@ -99,6 +125,8 @@ impl Default for OpenOptions {
             caches: CacheSizes::default(),
             s3: S3Settings::default(),
             sync_interval: std::time::Duration::from_secs(30),
+            cache_dir: None,
+            cache_bytes: DEFAULT_DISK_CACHE_BYTES,
         }
     }
 }
@@ -180,6 +208,8 @@ pub struct Repository {
     /// Buffers of evicted chunks, for the next chunk loads.
     spare: SpareBuffers,
     lost: lost::Lost,
+    /// Verified blobs of a remote store kept on disk (mounts of object storage).
+    disk: Option<DiskCache>,
 }
 
 impl Repository {
@@ -285,8 +315,11 @@ impl Repository {
             links: LruCache::new(1 << 20),
             spare: SpareBuffers::new(caches.chunks / 4),
             lost: lost::Lost::default(),
+            disk: None,
         };
         repo.sync(true)?;
+        let mut repo = repo;
+        repo.disk = open_disk_cache(&repo.state, opts);
         Ok(repo)
     }
 
@@ -406,12 +439,38 @@ impl Repository {
     }
 
     fn read_blob_once(&self, id: BlobId) -> Result<Vec<u8>, RepoError> {
+        match self.read_blob_from(id, self.disk.as_ref()) {
+            // A damaged cache file: forgotten by `fetch`; the store's copy decides.
+            Err(RepoError::BlobCorrupt { .. }) if self.disk.is_some() => {
+                self.read_blob_from(id, None)
+            }
+            other => other,
+        }
+    }
+
+    /// Fills `buf` with a blob's stored bytes from the disk cache or the store; true if from the cache.
+    fn fetch(
+        &self,
+        id: BlobId,
+        loc: &crate::index::BlobLocation,
+        disk: Option<&DiskCache>,
+        buf: &mut [u8],
+    ) -> Result<bool, RepoError> {
+        if let Some(bytes) = disk.and_then(|d| d.get(id, buf.len())) {
+            buf.copy_from_slice(&bytes);
+            return Ok(true);
+        }
+        self.backend
+            .read_at(Object::Pack(loc.pack), loc.offset, buf)?;
+        Ok(false)
+    }
+
+    fn read_blob_from(&self, id: BlobId, disk: Option<&DiskCache>) -> Result<Vec<u8>, RepoError> {
         let loc = self.locate(id)?.ok_or(RepoError::BlobMissing { id })?;
         let corrupt = || {
             self.lost.add_blob(id);
             RepoError::BlobCorrupt { id, pack: loc.pack }
         };
-        let pack = Object::Pack(loc.pack);
         // A damaged index value must not make a chunk read allocate gigabytes.
         if id.kind == crate::format::BlobKind::Chunk
             && u64::from(loc.raw_len) > crate::format::tree::MAX_CHUNK_LEN
@@ -420,13 +479,15 @@ impl Repository {
         }
         let (stored_len, raw_len) = (loc.stored_len as usize, loc.raw_len as usize);
         let mut plain = self.spare.take(raw_len);
+        let mut cached = false;
+        let mut to_remember: Option<Vec<u8>> = None;
         match loc.compression {
             // Read straight into the buffer that is returned (and cached): no copy.
             Compression::Raw if stored_len == raw_len => {
                 // A reused buffer's bytes are initialised already: only growth needs zeroing.
                 plain.truncate(raw_len);
                 plain.resize(raw_len, 0);
-                self.backend.read_at(pack, loc.offset, &mut plain)?;
+                cached = self.fetch(id, &loc, disk, &mut plain)?;
             }
             Compression::Raw => return Err(corrupt()),
             Compression::Zstd => STORED.with(|scratch| {
@@ -435,7 +496,10 @@ impl Repository {
                     stored.resize(stored_len, 0);
                 }
                 let stored_bytes = &mut stored[..stored_len];
-                self.backend.read_at(pack, loc.offset, stored_bytes)?;
+                cached = self.fetch(id, &loc, disk, stored_bytes)?;
+                if disk.is_some() && !cached {
+                    to_remember = Some(stored_bytes.to_vec());
+                }
                 let written = decompress_into(stored_bytes, &mut plain);
                 if stored.capacity() > MAX_SCRATCH {
                     *stored = Vec::new();
@@ -447,7 +511,15 @@ impl Repository {
             })?,
         }
         if blake3::hash(&plain).as_bytes() != &id.hash {
+            if cached {
+                if let Some(d) = disk {
+                    d.remove(id);
+                }
+            }
             return Err(corrupt());
+        }
+        if let (Some(d), false) = (disk, cached) {
+            d.put(id, to_remember.as_deref().unwrap_or(&plain));
         }
         Ok(plain)
     }

@@ -5,6 +5,8 @@
 
 use super::packs::reconcile;
 use super::{RepoError, Repository};
+use crate::format::SnapshotId;
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 impl Repository {
@@ -13,6 +15,12 @@ impl Repository {
     /// whose writers all commit to that index themselves.
     pub fn sync(&self, force: bool) -> Result<(), RepoError> {
         if !self.state.follows_store() || (!force && self.synced_within(self.sync_interval)) {
+            return Ok(());
+        }
+        // A periodic sync lists only the manifests while they are what the index has (one request per 1,000
+        // snapshots and interval); packs are listed when a snapshot came or went.
+        if !force && self.catalog_matches_store()? {
+            self.touch_stamp();
             return Ok(());
         }
         let index = self.index_writer()?;
@@ -40,13 +48,23 @@ impl Repository {
                 done.vanished_snapshots
             );
         }
+        self.touch_stamp();
+        drop(index);
+        let _ = self.index().catch_up();
+        Ok(())
+    }
+
+    fn catalog_matches_store(&self) -> Result<bool, RepoError> {
+        let listed: HashSet<SnapshotId> = self.backend.list_manifests()?.into_iter().collect();
+        let known: HashSet<SnapshotId> = self.snapshots(None)?.iter().map(|e| e.id).collect();
+        Ok(listed == known)
+    }
+
+    fn touch_stamp(&self) {
         let stamp = self.state.sync_stamp();
         if let Err(e) = std::fs::write(&stamp, b"") {
             tracing::warn!("{}: {e}", stamp.display());
         }
-        drop(index);
-        let _ = self.index().catch_up();
-        Ok(())
     }
 
     fn synced_within(&self, interval: Duration) -> bool {

@@ -50,6 +50,9 @@ pub struct Answer {
     pub date: Option<i64>,
 }
 
+/// Every request of this process, whatever backend instance made it: what the commands log at their end.
+static PROCESS: Counters = Counters::new();
+
 #[derive(Default)]
 pub struct Counters {
     pub gets: AtomicU64,
@@ -60,6 +63,40 @@ pub struct Counters {
     pub retries: AtomicU64,
     pub bytes_down: AtomicU64,
     pub bytes_up: AtomicU64,
+}
+
+impl Counters {
+    const fn new() -> Self {
+        Self {
+            gets: AtomicU64::new(0),
+            puts: AtomicU64::new(0),
+            heads: AtomicU64::new(0),
+            deletes: AtomicU64::new(0),
+            lists: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            bytes_up: AtomicU64::new(0),
+        }
+    }
+
+    fn snapshot(&self) -> crate::backend::RequestStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        crate::backend::RequestStats {
+            get: get(&self.gets),
+            put: get(&self.puts),
+            head: get(&self.heads),
+            delete: get(&self.deletes),
+            list: get(&self.lists),
+            retries: get(&self.retries),
+            bytes_down: get(&self.bytes_down),
+            bytes_up: get(&self.bytes_up),
+        }
+    }
+}
+
+/// The requests this process made to object stores so far.
+pub fn process_totals() -> crate::backend::RequestStats {
+    PROCESS.snapshot()
 }
 
 pub struct Http {
@@ -128,6 +165,7 @@ impl Http {
         while attempt < self.settings.attempts {
             if attempt > 0 {
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                PROCESS.retries.fetch_add(1, Ordering::Relaxed);
                 let pause = backoff(attempt);
                 if started.elapsed() + pause >= self.settings.operation_timeout {
                     break;
@@ -172,14 +210,16 @@ impl Http {
         expect_len: Option<u64>,
         remaining: Duration,
     ) -> Result<Answer, Attempt> {
-        let counter = match verb {
-            Verb::Get => &self.counters.gets,
-            Verb::Put => &self.counters.puts,
-            Verb::Head => &self.counters.heads,
-            Verb::Delete => &self.counters.deletes,
-            Verb::List => &self.counters.lists,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        for c in [&self.counters, &PROCESS] {
+            let counter = match verb {
+                Verb::Get => &c.gets,
+                Verb::Put => &c.puts,
+                Verb::Head => &c.heads,
+                Verb::Delete => &c.deletes,
+                Verb::List => &c.lists,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         let url = url.as_str();
         let result = match verb {
             Verb::Get | Verb::List => with_headers(self.agent.get(url), headers, remaining).call(),
@@ -187,9 +227,9 @@ impl Http {
             Verb::Delete => with_headers(self.agent.delete(url), headers, remaining).call(),
             Verb::Put => {
                 let bytes = body.unwrap_or(&[]);
-                self.counters
-                    .bytes_up
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                for c in [&self.counters, &PROCESS] {
+                    c.bytes_up.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                }
                 with_headers(self.agent.put(url), headers, remaining).send(bytes)
             }
         };
@@ -224,9 +264,9 @@ impl Http {
                 Attempt::Retry(format!("reading the answer: {}", transport_reason(&e)))
             })?
         };
-        self.counters
-            .bytes_down
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        for c in [&self.counters, &PROCESS] {
+            c.bytes_down.fetch_add(body.len() as u64, Ordering::Relaxed);
+        }
         classify(status, &body)?;
         if verb != Verb::Head {
             if let Some(n) = content_length {
@@ -248,18 +288,7 @@ impl Http {
 
     /// Total requests made so far, by verb, with retries and bytes.
     pub fn snapshot(&self) -> crate::backend::RequestStats {
-        let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        crate::backend::RequestStats {
-            get: get(&c.gets),
-            put: get(&c.puts),
-            head: get(&c.heads),
-            delete: get(&c.deletes),
-            list: get(&c.lists),
-            retries: get(&c.retries),
-            bytes_down: get(&c.bytes_down),
-            bytes_up: get(&c.bytes_up),
-        }
+        self.counters.snapshot()
     }
 }
 
