@@ -6,104 +6,12 @@
 mod common;
 
 use common::garage::Garage;
+use common::s3repo::{count_keys, put_objects, S3Repo};
 use common::*;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
-
-/// A repository under `prefix` of the cluster's bucket, reached through node 1 with nodes 2 and 3 as failover.
-struct S3Repo {
-    url: String,
-    config: PathBuf,
-    env: Vec<(String, String)>,
-}
-
-impl S3Repo {
-    fn new(g: &Garage, t: &TempDir, prefix: &str) -> Self {
-        let config = t.join(&format!("{prefix}.toml"));
-        let (e2, e3) = (g.endpoint(2), g.endpoint(3));
-        std::fs::write(
-            &config,
-            format!("[s3]\nendpoints = [\"{e2}\", \"{e3}\"]\nregion = \"garage\"\ntimeout_s = 20\nlist_interval_s = 2\n"),
-        )
-        .unwrap();
-        Self {
-            url: g.url(prefix),
-            config,
-            env: g.env(),
-        }
-    }
-
-    /// `backupfs ARGS` against this repository with the given state directory.
-    fn cmd(&self, state: &Path, args: &[&str]) -> Command {
-        let mut c = bin();
-        c.env("BACKUPFS_CONFIG", &self.config)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .arg(args[0]);
-        if args[0] != "init" {
-            c.args(["--repo", &self.url]);
-        }
-        c.arg("--state-dir").arg(state).args(&args[1..]);
-        c
-    }
-
-    fn ok(&self, state: &Path, args: &[&str]) -> Output {
-        let out = output_within(&mut self.cmd(state, args), Duration::from_secs(300));
-        assert!(
-            out.status.success(),
-            "{args:?}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn init(&self, state: &Path) {
-        self.ok(state, &["init", &self.url]);
-    }
-
-    fn backup(&self, state: &Path, account: &str, src: &Path, time: &str) -> serde_json::Value {
-        let out = self.ok(
-            state,
-            &[
-                "backup",
-                "--account",
-                account,
-                "--json",
-                "--time",
-                time,
-                src.to_str().unwrap(),
-            ],
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn snapshots(&self, state: &Path) -> Vec<serde_json::Value> {
-        let out = self.ok(state, &["snapshots", "--json"]);
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn mount(&self, state: &Path, account: &str, mnt: &Path) -> Mount {
-        let state = state.to_str().unwrap();
-        let env: Vec<(&str, &str)> = (self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .chain([("BACKUPFS_CONFIG", self.config.to_str().unwrap())])
-            .collect();
-        Mount::with(
-            Path::new(&self.url),
-            account,
-            mnt,
-            &["--state-dir", state],
-            &env,
-        )
-    }
-
-    fn check_clean(&self, state: &Path) {
-        let out = self.ok(state, &["check", "--read-data"]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(!text.contains("DAMAGED"), "{text}");
-    }
-}
 
 fn day(n: u32) -> String {
     format!("2026-11-{n:02}T03:00:00Z")
@@ -222,39 +130,6 @@ fn prune_deletes_unreferenced_packs_only_after_the_grace_period() {
     );
 }
 
-/// Keys under `prefix` of the bucket, listed with curl's SigV4 signing (one page: the tests stay far below 1,000).
-fn count_keys(g: &Garage, prefix: &str) -> usize {
-    let auth = format!("{}:{}", common::garage::KEY_ID, common::garage::SECRET_KEY);
-    // curl signs the query as written: the prefix's slashes must be encoded already.
-    let prefix = prefix.replace('/', "%2F");
-    let url = format!(
-        "{}/{}?list-type=2&prefix={prefix}",
-        g.endpoint(1),
-        common::garage::BUCKET
-    );
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--fail",
-            "--aws-sigv4",
-            "aws:amz:garage:s3",
-            "--user",
-            &auth,
-            &url,
-        ])
-        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
-        .output()
-        .expect("curl");
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .matches("<Key>")
-        .count()
-}
-
 #[test]
 fn two_machines_back_up_into_one_bucket_at_once_without_ordinal_collisions() {
     let g = Garage::start();
@@ -327,32 +202,6 @@ fn a_listing_of_more_than_a_thousand_objects_is_read_to_its_end() {
     let listed = repo.snapshots(&fresh);
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["id"], id.as_str());
-}
-
-/// Uploads an object to each URL with curl's SigV4 signing (Garage, region "garage"), in batches.
-fn put_objects(urls: &[String], body: &Path) {
-    let auth = format!("{}:{}", common::garage::KEY_ID, common::garage::SECRET_KEY);
-    for batch in urls.chunks(100) {
-        let mut c = Command::new("curl");
-        c.args([
-            "-sS",
-            "--fail",
-            "--aws-sigv4",
-            "aws:amz:garage:s3",
-            "--user",
-            &auth,
-        ]);
-        c.args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]);
-        for url in batch {
-            c.arg("-T").arg(body).arg(url);
-        }
-        let out = c.output().expect("curl");
-        assert!(
-            out.status.success(),
-            "curl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
 }
 
 #[test]

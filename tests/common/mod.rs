@@ -1,7 +1,9 @@
 //! Shared test support: temporary directories, the fixture generator, the CLI, and mounts that always unmount.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 pub mod garage;
+pub mod s3repo;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
