@@ -278,3 +278,47 @@ fn bad_locations_and_credentials_fail_with_one_line_and_write_nothing() {
     other.init(&t.join("good-state"));
     assert!(other.snapshots(&t.join("good-state")).is_empty());
 }
+
+/// Another machine's prune rewrites a pack (its live blobs copied to a new one) and, a prune later, deletes the
+/// old one. A machine that attached in between read the old pack last (from its trailer: the consolidated pack
+/// index lists only the new one), so its entry for the surviving blob pointed into the old pack: it must follow
+/// the blob to its new copy, not lose it.
+#[test]
+fn a_blob_moved_by_another_machines_prune_stays_readable() {
+    let g = Garage::start();
+    let t = TempDir::new("s3-moved");
+    let repo = S3Repo::new(&g, &t, "moved");
+    let (src, a, b) = (t.join("src"), t.join("machine-a"), t.join("machine-b"));
+    repo.init(&a);
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("gone.bin"), noise(1, 3_000_000)).unwrap();
+    std::fs::write(src.join("kept.bin"), noise(2, 3_000_000)).unwrap();
+    repo.backup(&a, "dana", &src, &day(1));
+    std::fs::remove_file(src.join("gone.bin")).unwrap();
+    repo.backup(&a, "dana", &src, &day(2));
+    let prune = |state: &Path| -> serde_json::Value {
+        let args = [
+            "prune",
+            "--keep-last",
+            "1",
+            "--repack-threshold",
+            "10",
+            "--grace",
+            "0",
+            "--json",
+        ];
+        serde_json::from_slice(&repo.ok(state, &args).stdout).unwrap()
+    };
+    let first = prune(&a);
+    assert!(first["packs_rewritten"].as_u64().unwrap() >= 1, "{first}");
+    // Machine B attaches now: both copies of kept.bin's chunks exist.
+    assert_eq!(repo.snapshots(&b).len(), 1);
+    let second = prune(&a);
+    assert!(second["packs_deleted"].as_u64().unwrap() >= 1, "{second}");
+    repo.check_clean(&b);
+    let m = repo.mount(&b, "dana", &t.join("mnt"));
+    assert_eq!(
+        std::fs::read(m.latest_in("").join("kept.bin")).unwrap(),
+        noise(2, 3_000_000)
+    );
+}

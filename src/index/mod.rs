@@ -356,6 +356,11 @@ impl IndexWriter {
             })
     }
 
+    /// Points one blob's entry at its copy in `pack` (without touching the pack's own record).
+    pub fn add_pack_entry(batch: &mut WriteBatch, pack: PackId, e: &PackEntry) {
+        batch.put(keys::blob(e.id), keys::encode_location(pack, e));
+    }
+
     pub fn add_pack(batch: &mut WriteBatch, pack: PackId, entries: &[PackEntry]) {
         for e in entries {
             batch.put(keys::blob(e.id), keys::encode_location(pack, e));

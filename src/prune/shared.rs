@@ -44,7 +44,7 @@ pub fn collect_packs(
     report: &mut PruneReport,
 ) -> Result<(), RepoError> {
     let index = repo.index_writer()?;
-    let Some(lease) = repo.commit_lease()? else {
+    let Some(mut lease) = repo.commit_lease()? else {
         return Ok(());
     };
     reconcile(repo.backend(), &index, true)?;
@@ -64,7 +64,7 @@ pub fn collect_packs(
         if pack_age < grace_s {
             continue; // possibly a backup's, still running elsewhere; its own pack index covers it
         }
-        lease.still_held()?;
+        lease.renew_if_due()?;
         let entries = match read_pack_trailer(repo.backend(), pack) {
             Ok(e) => e,
             Err(e) => {
@@ -106,7 +106,7 @@ pub fn collect_packs(
             report.packs_condemned += 1;
         }
     }
-    lease.still_held()?;
+    lease.renew_if_due()?;
     consolidate_pack_indexes(repo, &survivors, grace_s)
 }
 

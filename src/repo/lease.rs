@@ -99,6 +99,28 @@ impl Repository {
 }
 
 impl Lease<'_> {
+    /// For long holders (a prune deleting thousands of packs): once a quarter of the TTL has passed, takes a
+    /// fresh lease object of this machine before deleting the old one, so that others always list one of ours
+    /// that is young. Fails like `still_held` if the lease may already have expired.
+    pub fn renew_if_due(&mut self) -> Result<(), RepoError> {
+        self.still_held()?;
+        if self.acquired.elapsed() < LEASE_TTL / 4 {
+            return Ok(());
+        }
+        let mut name = random_bytes::<16>()?;
+        name[..8].copy_from_slice(&self.name[..8]);
+        let renewed = Instant::now();
+        self.repo
+            .backend
+            .write_new(Object::Lease(name), b"backupfs commit lease\n")?;
+        let old = std::mem::replace(&mut self.name, name);
+        self.acquired = renewed;
+        match self.repo.backend.remove(Object::Lease(old)) {
+            Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Fails if the lease may have expired in others' eyes: the caller must not make its write then.
     pub fn still_held(&self) -> Result<(), RepoError> {
         if self.acquired.elapsed() < LEASE_TTL / 2 {

@@ -7,7 +7,7 @@ use crate::format::manifest::Manifest;
 use crate::format::pack::{check_header, Footer, PackEntry, ENTRY_LEN, FOOTER_LEN, HEADER_LEN};
 use crate::format::pack_index;
 use crate::format::PackIndexId;
-use crate::format::{FormatError, PackId, SnapshotId};
+use crate::format::{BlobId, FormatError, PackId, SnapshotId};
 use crate::index::IndexWriter;
 use rocksdb::WriteBatch;
 use std::collections::{HashMap, HashSet};
@@ -67,9 +67,6 @@ pub fn reconcile(
 ) -> Result<Reconciled, RepoError> {
     let mut done = Reconciled::default();
     let listing = backend.list_aged(Dir::Packs)?;
-    let listed_packs: Vec<PackId> = (listing.entries.iter())
-        .filter_map(|l| pack_from_listed(&l.name))
-        .collect();
     let mut unindexed: HashMap<PackId, u64> = HashMap::new();
     for l in &listing.entries {
         if let Some(pack) = pack_from_listed(&l.name) {
@@ -118,19 +115,25 @@ pub fn reconcile(
         }
     }
     if follow_deletions {
-        forget_vanished(index, &listed_packs, &listed_manifests, &mut done)?;
+        let sizes: HashMap<PackId, u64> = (listing.entries.iter())
+            .filter_map(|l| Some((pack_from_listed(&l.name)?, l.size)))
+            .collect();
+        forget_vanished(backend, index, &sizes, &listed_manifests, &mut done)?;
     }
     Ok(done)
 }
 
-/// Drops from the index the packs and snapshots that the store's listings no longer hold.
+/// Drops from the index the packs and snapshots that the store's listings no longer hold. A blob whose entry
+/// pointed into a vanished pack may have another copy in a present one (a prune's rewrite, two machines that
+/// stored the same blob): the entry is pointed there, from the pack index objects, so that what another
+/// machine's prune kept stays readable here.
 fn forget_vanished(
+    backend: &dyn Backend,
     index: &IndexWriter,
-    listed_packs: &[PackId],
+    packs: &HashMap<PackId, u64>,
     listed_manifests: &[SnapshotId],
     done: &mut Reconciled,
 ) -> Result<(), RepoError> {
-    let packs: HashSet<PackId> = listed_packs.iter().copied().collect();
     let manifests: HashSet<SnapshotId> = listed_manifests.iter().copied().collect();
     let mut batch = WriteBatch::default();
     for entry in index.snapshots()? {
@@ -140,8 +143,9 @@ fn forget_vanished(
         }
     }
     let vanished: HashSet<PackId> = (index.packs()?.into_iter())
-        .filter(|p| !packs.contains(p))
+        .filter(|p| !packs.contains_key(p))
         .collect();
+    let mut orphaned: HashSet<BlobId> = HashSet::new();
     if !vanished.is_empty() {
         for p in &vanished {
             IndexWriter::remove_pack(&mut batch, *p);
@@ -149,12 +153,53 @@ fn forget_vanished(
         for (id, loc) in index.blobs()? {
             if vanished.contains(&loc.pack) {
                 IndexWriter::remove_blob(&mut batch, id);
+                orphaned.insert(id);
             }
         }
         done.vanished_packs = vanished.len();
     }
     if done.vanished_packs + done.vanished_snapshots > 0 {
         index.write(batch)?;
+    }
+    if !orphaned.is_empty() {
+        repoint(backend, index, packs, orphaned)?;
+    }
+    Ok(())
+}
+
+/// Points each orphaned blob at a copy in a present pack, as the pack index objects describe them; blobs with
+/// no other copy (the dead ones a prune deleted) stay absent.
+fn repoint(
+    backend: &dyn Backend,
+    index: &IndexWriter,
+    packs: &HashMap<PackId, u64>,
+    mut orphaned: HashSet<BlobId>,
+) -> Result<(), RepoError> {
+    for l in backend.list_aged(Dir::Indexes)?.entries {
+        let Some(id) = PackIndexId::from_hex(&l.name) else {
+            continue;
+        };
+        let bytes = match backend.read_all(Object::PackIndex(id)) {
+            Ok(b) if PackIndexId::of(&b) == id => b,
+            Ok(_) | Err(BackendError::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let Ok(described) = pack_index::decode(&bytes) else {
+            continue;
+        };
+        let mut batch = WriteBatch::default();
+        for p in described
+            .iter()
+            .filter(|p| packs.get(&p.id) == Some(&p.size))
+        {
+            for e in p.entries.iter().filter(|e| orphaned.remove(&e.id)) {
+                IndexWriter::add_pack_entry(&mut batch, p.id, e);
+            }
+        }
+        index.write(batch)?;
+        if orphaned.is_empty() {
+            break;
+        }
     }
     Ok(())
 }
