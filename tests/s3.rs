@@ -322,3 +322,51 @@ fn a_blob_moved_by_another_machines_prune_stays_readable() {
         noise(2, 3_000_000)
     );
 }
+
+/// A sequential read through the mount fetches its chunks in a few ranged reads, not one request per chunk:
+/// the prefetch window's neighbours in a pack come together (the mount logs its store requests at exit).
+#[test]
+fn a_sequential_read_coalesces_neighbouring_chunks() {
+    let g = Garage::start();
+    let t = TempDir::new("s3-coalesce");
+    let repo = S3Repo::new(&g, &t, "coalesce");
+    let (src, st) = (t.join("src"), t.join("state"));
+    repo.init(&st);
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("big.bin"), noise(3, 40 << 20)).unwrap();
+    let summary = repo.backup(&st, "erin", &src, &day(1));
+    let blobs = summary["blobs_added"].as_u64().unwrap();
+    let reader = t.join("reader");
+    let mut m = {
+        let state = reader.to_str().unwrap();
+        let env: Vec<(&str, &str)> = (repo.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .chain([("BACKUPFS_CONFIG", repo.config.to_str().unwrap())])
+            .collect();
+        Mount::with(
+            Path::new(&repo.url),
+            "erin",
+            &t.join("mnt"),
+            &["--state-dir", state, "--disk-cache", "0"],
+            &env,
+        )
+    };
+    let data = std::fs::read(m.latest_in("").join("big.bin")).unwrap();
+    assert!(data == noise(3, 40 << 20), "wrong bytes");
+    m.stop();
+    let log = m.log_text();
+    let line = log
+        .lines()
+        .rfind(|l| l.contains("store requests"))
+        .unwrap_or_else(|| panic!("no request count in the mount's log:\n{log}"));
+    let gets: u64 = line
+        .split("\"get\":")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    eprintln!("{blobs} blobs stored; reading the 40 MiB file took {gets} GETs: {line}");
+    assert!(
+        gets * 2 < blobs,
+        "{gets} GETs for {blobs} blobs: reads were not coalesced"
+    );
+}

@@ -178,6 +178,11 @@ pub trait Backend: Send + Sync {
     }
     /// The location, for messages.
     fn describe(&self) -> String;
+    /// Bytes that cost about as much to read as one more request: neighbouring blobs closer than this are
+    /// worth fetching in one read. 0: requests are cheap (a local file), read blobs one by one.
+    fn coalesce_gap(&self) -> u64 {
+        0
+    }
     /// Whether the location holds nothing at all (init refuses anything else).
     fn is_empty(&self) -> Result<bool, BackendError>;
 }

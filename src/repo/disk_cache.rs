@@ -116,6 +116,11 @@ impl DiskCache {
         self.evict();
     }
 
+    pub fn contains(&self, id: BlobId) -> bool {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.entries.contains_key(&Self::name(id))
+    }
+
     /// Drops a cached blob that failed verification.
     pub fn remove(&self, id: BlobId) {
         self.forget(&Self::name(id));

@@ -1,6 +1,7 @@
 //! The `Repository` handle: one per process, owning the backend, the index reader and the caches. Commands and
 //! the filesystem reach the data only through it, and every blob it returns has been checked against its id.
 
+mod batch;
 mod commit;
 mod dir;
 mod disk_cache;

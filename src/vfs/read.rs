@@ -112,13 +112,18 @@ impl Vfs {
             return;
         }
         let chunk_end = file.starts[i] + file.extents[i].len();
-        let window = PREFETCH_BYTES.min(self.repo().chunk_cache_bytes() as u64 / 4);
+        // Twice as far where reads are batched (object storage): a batch is then half a window.
+        let ahead = if self.repo().coalesces_reads() { 2 } else { 1 } * PREFETCH_BYTES;
+        let window = ahead.min(self.repo().chunk_cache_bytes() as u64 / 4);
         let next = file.starts.iter().zip(&file.extents).skip(i + 1);
-        for (_, extent) in next.take_while(|(start, _)| **start < chunk_end + window) {
-            if let Extent::Data { id, .. } = extent {
-                self.prefetch.request(*id);
-            }
-        }
+        let window: Vec<ChunkId> = next
+            .take_while(|(start, _)| **start < chunk_end + window)
+            .filter_map(|(_, extent)| match extent {
+                Extent::Data { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        self.prefetch.request(&window);
     }
 
     /// A chunk whose length is what the tree says (its content was verified against its id on loading).
