@@ -83,6 +83,7 @@ impl<'r> Shared<'r> {
     fn write_pack(&self, pack: PackBuilder) -> Result<(), RepoError> {
         let (id, bytes, entries) = pack.finish();
         self.repo.backend().write_new(Object::Pack(id), &bytes)?;
+        self.repo.remember_metadata(&bytes, &entries);
         let size = bytes.len() as u64;
         self.written
             .lock()
