@@ -337,39 +337,69 @@ fn a_sequential_read_coalesces_neighbouring_chunks() {
     std::fs::write(src.join("big.bin"), noise(3, 40 << 20)).unwrap();
     let summary = repo.backup(&st, "erin", &src, &day(1));
     let blobs = summary["blobs_added"].as_u64().unwrap();
-    let reader = t.join("reader");
-    let mut m = {
-        let state = reader.to_str().unwrap();
-        let env: Vec<(&str, &str)> = (repo.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .chain([("BACKUPFS_CONFIG", repo.config.to_str().unwrap())])
-            .collect();
-        Mount::with(
-            Path::new(&repo.url),
-            "erin",
-            &t.join("mnt"),
-            &["--state-dir", state, "--disk-cache", "0"],
-            &env,
-        )
-    };
+    let mut m = uncached_mount(&repo, &t, "erin");
     let data = std::fs::read(m.latest_in("").join("big.bin")).unwrap();
     assert!(data == noise(3, 40 << 20), "wrong bytes");
     m.stop();
-    let log = m.log_text();
-    let line = log
-        .lines()
-        .rfind(|l| l.contains("store requests"))
-        .unwrap_or_else(|| panic!("no request count in the mount's log:\n{log}"));
-    let gets: u64 = line
-        .split("\"get\":")
-        .nth(1)
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
+    let (gets, line) = gets_logged(&m.log_text());
     eprintln!("{blobs} blobs stored; reading the 40 MiB file took {gets} GETs: {line}");
     // One GET per chunk plus the tree's would be `blobs` (one tree, the rest chunks); how much fewer depends on
     // how far prefetch runs ahead of the reader, which a loaded machine shortens (13 idle, 18 loaded, here).
     assert!(
         gets + 2 <= blobs,
         "{gets} GETs for {blobs} blobs: reads were not coalesced"
+    );
+}
+
+/// A mount from a fresh state directory without the on-disk cache: every blob it reads is a request.
+fn uncached_mount(repo: &S3Repo, t: &TempDir, account: &str) -> Mount {
+    let state = t.join("reader");
+    let env: Vec<(&str, &str)> = (repo.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .chain([("BACKUPFS_CONFIG", repo.config.to_str().unwrap())])
+        .collect();
+    let args = ["--state-dir", state.to_str().unwrap(), "--disk-cache", "0"];
+    Mount::with(Path::new(&repo.url), account, &t.join("mnt"), &args, &env)
+}
+
+/// The GETs of the last "store requests" line of a log, and the line.
+fn gets_logged(log: &str) -> (u64, String) {
+    let line = log
+        .lines()
+        .rfind(|l| l.contains("store requests"))
+        .unwrap_or_else(|| panic!("no request count in the log:\n{log}"));
+    let gets = line
+        .split("\"get\":")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no GET count in {line}"));
+    (gets, line.to_string())
+}
+
+/// `cp -a` of a directory of small files: the files read ahead of the copy come in shared ranged reads, so the
+/// copy costs fewer GETs than files.
+#[test]
+fn cp_a_of_small_files_shares_requests() {
+    let g = Garage::start();
+    let t = TempDir::new("s3-small");
+    let repo = S3Repo::new(&g, &t, "small");
+    let (src, st) = (t.join("src"), t.join("state"));
+    repo.init(&st);
+    std::fs::create_dir_all(src.join("www")).unwrap();
+    let files = 64u64;
+    for i in 0..files {
+        let page = noise(1000 + i, 2_000 + 100 * i as usize);
+        std::fs::write(src.join(format!("www/page{i:03}.html")), page).unwrap();
+    }
+    repo.backup(&st, "fay", &src, &day(1));
+    let mut m = uncached_mount(&repo, &t, "fay");
+    let copied = cp_a(&m.latest_in(""), &t.join("copy"));
+    assert_same_tree(&describe(&src), &describe(&copied));
+    m.stop();
+    let (gets, line) = gets_logged(&m.log_text());
+    eprintln!("cp -a of {files} small files: {gets} GETs: {line}");
+    assert!(
+        gets * 2 < files,
+        "{gets} GETs for {files} small files: reads ahead were not shared"
     );
 }

@@ -38,17 +38,30 @@ pub(super) fn start(vfs: Arc<Vfs>, notifier: Notifier) -> SyncSender<u64> {
 fn work(vfs: &Vfs, notifier: &Notifier, hints: &Receiver<u64>) {
     // Files stored lately, so that overlapping hints store each once.
     let stored: LruCache<u64, ()> = LruCache::new(4096);
+    let coalesce = vfs.repo().coalesces_reads();
+    // Twice as far where reads are batched, refilled once half is used (as `vfs::prefetch` does).
+    let ahead = if coalesce { 2 * AHEAD } else { AHEAD };
     while let Ok(hint) = hints.recv() {
-        for (ino, size) in vfs.small_files_after(hint, AHEAD, MAX_FILE) {
-            if stored.contains(&ino) {
-                continue;
-            }
-            stored.insert(ino, (), 1);
-            let data = vfs
-                .open(ino)
-                .and_then(|file| vfs.read(&file, 0, size as usize));
-            if let Ok(data) = data {
-                let _ = notifier.store(INodeNo(ino), 0, &data);
+        let next = vfs.small_files_after(hint, ahead, MAX_FILE);
+        let fresh: Vec<_> = (next.iter().copied())
+            .filter(|(ino, _)| !stored.contains(ino))
+            .collect();
+        if coalesce && fresh.len() * 2 < next.len() {
+            continue;
+        }
+        let files: Vec<_> = (fresh.into_iter())
+            .filter_map(|(ino, size)| Some((vfs.open(ino).ok()?, size)))
+            .collect();
+        // Small files written together sit side by side in a pack: on object storage their chunks come in one
+        // ranged read instead of a request each.
+        if coalesce {
+            let ids: Vec<_> = files.iter().flat_map(|(f, _)| f.chunk_ids()).collect();
+            vfs.repo().load_chunks(&ids);
+        }
+        for (file, size) in files {
+            stored.insert(file.ino, (), 1);
+            if let Ok(data) = vfs.read(&file, 0, size as usize) {
+                let _ = notifier.store(INodeNo(file.ino), 0, &data);
             }
         }
     }

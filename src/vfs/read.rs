@@ -37,6 +37,14 @@ impl OpenFile {
         }
     }
 
+    /// The chunks the file's content is made of, in file order.
+    pub fn chunk_ids(&self) -> impl Iterator<Item = ChunkId> + '_ {
+        self.extents.iter().filter_map(|e| match e {
+            Extent::Data { id, .. } => Some(*id),
+            _ => None,
+        })
+    }
+
     /// The file's content, extent by extent.
     pub fn extents(&self) -> &[Extent] {
         &self.extents
