@@ -2,6 +2,7 @@
 """Benchmark backupfs against restic, borg and squashfuse on one gen_tree corpus, in one run.
 
     python3 benches/bench.py --scale small|medium [--install-peers] [--out DIR]
+    python3 benches/bench.py --s3 --scale small [--systems backupfs,restic]
 
 Builds backupfs (release), generates the corpus with fixtures/gen_tree.py, and has every installed system
 back up the same tree, phase by phase, systems taking turns: initial backup, days 1-3 of `gen_tree mutate`,
@@ -10,6 +11,9 @@ metadata walk, sequential reads of the large files (repository in page cache, co
 and the daemon's peak RSS; the same walk, reads and copy on the source tree are the physical baseline.
 Every byte read through a mount is checked against the source; a mismatch marks the figure WRONG.
 Prints a table and writes results.tsv, results.json and bench.log to the out dir.  See benches/README.md.
+
+With --s3, the repositories of backupfs and restic (the peers with an S3 backend) live under their own prefix
+of one bucket of a 3-node Garage cluster that the script starts in its work directory and stops at exit.
 
 Standard library only.  Runs as root on Linux (FUSE mounts, drop_caches).  Everything it mounts is
 unmounted and every process it starts is stopped on exit, Ctrl-C or error.
@@ -26,12 +30,15 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
+import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +53,13 @@ FIRST_SNAPSHOT = datetime(2026, 11, 2, 3, 0, tzinfo=timezone.utc)  # after every
 READ_CHUNK = 1 << 20
 PEER_PACKAGES = ["restic", "borgbackup", "python3-pyfuse3", "squashfuse", "squashfs-tools"]
 MIB = 1 << 20
+# --s3: the Garage cluster (the same fixed test key as tests/common/garage.rs; the cluster lives only on 127.0.0.1)
+GARAGE_VERSION = "2.5.0"
+S3_BUCKET = "bench"
+S3_REGION = "garage"
+S3_KEY_ID = "GK0123456789abcdef01234567"
+S3_SECRET = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+S3_DEADLINE = 60   # seconds any wait on the cluster may take
 
 # (key, label, unit). Lower is better for every figure.
 METRICS = [
@@ -64,6 +78,7 @@ METRICS = [
     ("mount1_snap_s", "mount, 1 snapshot: snapshot listed", "s"),
     ("mount30_root_s", f"mount, {SNAPSHOTS} snapshots: root listed", "s"),
     ("mount30_snap_s", f"mount, {SNAPSHOTS} snapshots: snapshot listed", "s"),
+    ("mount_fresh_root_s", f"mount, {SNAPSHOTS} snapshots, fresh state: root listed", "s"),
     ("walk_s", "find -printf walk, fresh mount", "s"),
     ("read_cached_s", "large files read, repo in page cache", "s"),
     ("read_cold_s", "large files read, cold (drop_caches)", "s"),
@@ -76,6 +91,8 @@ METRICS = [
     ("rss_read_mib", "daemon VmHWM, cold+warm read mount", "MiB"),
     ("rss_cp_mib", "daemon VmHWM, cp mount", "MiB"),
 ]
+S3_ONLY_METRICS = {"mount_fresh_root_s"}
+S3_LABELS = {"read_cold_s": "large files read, cold (fresh state, drop_caches)"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -178,9 +195,10 @@ def mounted_paths():
 
 
 class Mount:
-    def __init__(self, argv, mnt, env, log_path, after_exit=None):
+    def __init__(self, argv, mnt, env, log_path, after_exit=None, scratch=None):
         self.argv, self.mnt, self.env, self.log_path = argv, mnt, env, log_path
         self.after_exit = after_exit  # called with the daemon's PID once it has exited
+        self.scratch = scratch        # a directory of this mount alone (fresh S3 state), removed once it exited
         self.proc = None
 
     def start(self):
@@ -243,6 +261,8 @@ class Mount:
                     break
             if self.after_exit and self.proc.poll() is not None:
                 self.after_exit(self.proc.pid)
+        if self.scratch and (self.proc is None or self.proc.poll() is not None):
+            shutil.rmtree(self.scratch, ignore_errors=True)
         if self in Janitor.mounts:
             Janitor.mounts.remove(self)
 
@@ -269,8 +289,10 @@ class Tmpfs:
 
 
 class Janitor:
-    """Everything to undo at exit: mounts (with their daemons) and the work directory."""
+    """Everything to undo at exit: mounts (with their daemons), servers (the Garage cluster, after the mounts
+    that read from it) and the work directory."""
     mounts = []
+    servers = []
     workdir = None
 
     @classmethod
@@ -280,6 +302,11 @@ class Janitor:
                 m.stop()
             except Exception as e:  # keep cleaning the rest
                 Log.say(f"cleanup: could not stop mount {m.mnt}: {e}")
+        for server in list(reversed(cls.servers)):
+            try:
+                server.stop()
+            except Exception as e:
+                Log.say(f"cleanup: could not stop {server}: {e}")
         if cls.workdir and os.path.isdir(cls.workdir):
             left = [p for p in mounted_paths() if p.startswith(cls.workdir + "/")]
             if left:
@@ -295,6 +322,212 @@ def on_sigterm(signum, frame):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# --s3: a 3-node Garage cluster on 127.0.0.1 (what tests/common/garage.rs starts for the S3 tests)
+# ---------------------------------------------------------------------------------------------------------
+
+def garage_binary():
+    """GARAGE_BIN, else the cache .ci/install-garage fills, else `garage` on PATH; None if none."""
+    if os.environ.get("GARAGE_BIN"):
+        return os.environ["GARAGE_BIN"]
+    cache = os.environ.get("BACKUPFS_TEST_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "backupfs")
+    built = os.path.join(cache, f"garage-{GARAGE_VERSION}", "bin", "garage")
+    return built if os.path.isfile(built) else shutil.which("garage")
+
+
+def free_port_block():
+    """The first of 9 free consecutive ports on 127.0.0.1 (3 per node), in blocks of 10 in 12000-19999: below
+    the tests' clusters (20000-31999) and Linux's ephemeral range, checked free by binding them."""
+    blocks = 800
+    start = os.getpid() * 7919
+    for i in range(blocks):
+        base = 12000 + (start + i) % blocks * 10
+        held = []
+        try:
+            for k in range(9):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", base + k))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError("no 9 free consecutive ports in 127.0.0.1:12000-19999")
+
+
+class Garage:
+    """Three `garage server` processes (replication factor 3, one zone each, LMDB, fsync off), connected and laid
+    out, with the key S3_KEY_ID owning bucket S3_BUCKET.  Node n listens on base + 3(n-1) (S3), +1 (RPC),
+    +2 (admin).  Everything is under dir; the servers run in their own session (Ctrl-C reaches only the
+    script) and are stopped by the Janitor after the mounts."""
+
+    def __init__(self, binary, dir):
+        self.bin, self.dir = binary, dir
+        self.base = None
+        self.procs = {}
+        # GARAGE_RPC_HOST would send the CLI elsewhere; a RUST_LOG meant for backupfs would flood the logs.
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in ("GARAGE_RPC_HOST", "GARAGE_RPC_SECRET", "GARAGE_RPC_SECRET_FILE", "RUST_LOG")}
+        self.env["NO_COLOR"] = "1"
+
+    def __str__(self):
+        return f"garage cluster in {self.dir}"
+
+    def version(self):
+        return run([self.bin, "--version"], env=self.env)[0].stdout.decode().strip()
+
+    def port(self, n, kind):
+        return self.base + 3 * (n - 1) + kind
+
+    def endpoint(self, n):
+        return f"http://127.0.0.1:{self.port(n, 0)}"
+
+    def url(self, prefix):
+        """A repository URL under prefix in the bucket, through node 1 (backupfs and restic alike)."""
+        return f"s3:{self.endpoint(1)}/{S3_BUCKET}/{prefix}"
+
+    def credentials(self):
+        return dict(AWS_ACCESS_KEY_ID=S3_KEY_ID, AWS_SECRET_ACCESS_KEY=S3_SECRET)
+
+    def conf(self, n):
+        return os.path.join(self.dir, f"g{n}.toml")
+
+    def log(self, n):
+        return os.path.join(self.dir, f"g{n}.log")
+
+    def start(self):
+        t0 = time.monotonic()
+        os.makedirs(self.dir)
+        self.base = free_port_block()
+        secret = os.urandom(32).hex()   # a cluster of its own: nodes of another cluster can never join it
+        Janitor.servers.append(self)
+        for n in (1, 2, 3):
+            node = os.path.join(self.dir, f"g{n}")
+            for sub in ("meta", "data"):
+                os.makedirs(os.path.join(node, sub))
+            with open(self.conf(n), "w") as f:
+                f.write(f"""metadata_dir = "{node}/meta"
+data_dir = "{node}/data"
+db_engine = "lmdb"
+replication_factor = 3
+metadata_fsync = false
+data_fsync = false
+rpc_bind_addr = "127.0.0.1:{self.port(n, 1)}"
+rpc_public_addr = "127.0.0.1:{self.port(n, 1)}"
+rpc_secret = "{secret}"
+
+[s3_api]
+s3_region = "{S3_REGION}"
+api_bind_addr = "127.0.0.1:{self.port(n, 0)}"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:{self.port(n, 2)}"
+""")
+            with open(self.log(n), "ab") as log:
+                self.procs[n] = subprocess.Popen([self.bin, "-c", self.conf(n), "server"], env=self.env,
+                                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                                 start_new_session=True)
+        # A server has its node key once its RPC port listens: CLI calls before that could fail or race it.
+        for n in (1, 2, 3):
+            self.retry(f"node {n} listening on RPC port {self.port(n, 1)}", lambda n=n: self.listening(n, 1))
+        self.until_ok(1, "status")
+        ids = [self.until_ok(n, "node id -q").strip() for n in (1, 2, 3)]
+        setup = [f"node connect {i}" for i in ids[1:]]
+        setup += [f"layout assign -z dc{n} -c 1G {i[:16]}" for n, i in zip((1, 2, 3), ids)]
+        setup += ["layout apply --version 1", f"key import --yes -n bench {S3_KEY_ID} {S3_SECRET}",
+                  f"bucket create {S3_BUCKET}", f"bucket allow --read --write --owner {S3_BUCKET} --key bench"]
+        for cmd in setup:
+            self.until_ok(1, cmd)
+        # Every node has the layout and the bucket, and answers S3 requests.
+        for n in (1, 2, 3):
+            self.until_ok(n, f"bucket info {S3_BUCKET}")
+            self.retry(f"node {n} answering ListObjectsV2", lambda n=n: self.list_prefix("", n))
+        Log.say(f"garage cluster up in {time.monotonic() - t0:.1f} s: S3 at " +
+                ", ".join(self.endpoint(n) for n in (1, 2, 3)))
+
+    def listening(self, n, kind):
+        with socket.create_connection(("127.0.0.1", self.port(n, kind)), timeout=1):
+            pass
+
+    def until_ok(self, n, args):
+        """Retries `garage -c gN.toml ARGS` until it succeeds (or says "already exists": an earlier try did
+        it); its stdout."""
+        def once():
+            try:
+                proc = subprocess.run([self.bin, "-c", self.conf(n), *args.split()], env=self.env,
+                                      stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError("timed out after 10 s")
+            out = proc.stdout.decode(errors="replace")
+            if proc.returncode != 0 and "already exists" not in out + proc.stderr.decode(errors="replace"):
+                raise RuntimeError(f"exit {proc.returncode}: {proc.stderr.decode(errors='replace').strip()}")
+            return out
+        return self.retry(f"`garage {args}` on node {n}", once)
+
+    def retry(self, what, attempt):
+        """Calls attempt() until it returns; fails with its last error and the logs' tails after S3_DEADLINE,
+        or at once when a node exited (its port taken by someone else, a bad config)."""
+        deadline = time.monotonic() + S3_DEADLINE
+        while True:
+            try:
+                return attempt()
+            except Exception as e:
+                err = e
+            dead = [n for n, p in self.procs.items() if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                why = f" (node {dead[0]} exited)" if dead else ""
+                raise RuntimeError(f"garage: {what} failed{why}: {err}; {self.logs_tail()}")
+            time.sleep(0.1)
+
+    def logs_tail(self):
+        tails = []
+        for n in (1, 2, 3):
+            with contextlib.suppress(OSError), open(self.log(n), "rb") as f:
+                tails.append(f"node {n}: " + " | ".join(f.read().decode(errors="replace").strip()
+                                                        .splitlines()[-3:]))
+        return "; ".join(tails)
+
+    def list_prefix(self, prefix, n=1):
+        """[(key, size)] of every object under prefix: ListObjectsV2 through node n, page by page, signed by
+        curl (SigV4, region garage; the query's parameters in their canonical, sorted order)."""
+        ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+        objects, token = [], None
+        while True:
+            query = (f"continuation-token={urllib.parse.quote(token, safe='')}&" if token else "") + \
+                f"list-type=2&prefix={urllib.parse.quote(prefix, safe='')}"
+            proc, _, _ = run(["curl", "-sS", "--fail-with-body", "--max-time", "30",
+                              "--aws-sigv4", f"aws:amz:{S3_REGION}:s3", "--user", f"{S3_KEY_ID}:{S3_SECRET}",
+                              "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+                              f"{self.endpoint(n)}/{S3_BUCKET}?{query}"])
+            root = ET.fromstring(proc.stdout)
+            objects += [(c.findtext(f"{ns}Key"), int(c.findtext(f"{ns}Size")))
+                        for c in root.iter(f"{ns}Contents")]
+            token = root.findtext(f"{ns}NextContinuationToken")
+            if root.findtext(f"{ns}IsTruncated") != "true" or not token:
+                return objects
+
+    def prefix_bytes(self, prefix):
+        return sum(size for _, size in self.list_prefix(prefix))
+
+    def stop(self):
+        """SIGCONT and SIGTERM to each node, by PID; SIGKILL to any still there after 10 s."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self in Janitor.servers:
+            Janitor.servers.remove(self)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The systems under test.  Each knows how to back up, how to mount, and where the snapshot shows up.
 # ---------------------------------------------------------------------------------------------------------
 
@@ -302,12 +535,16 @@ class System:
     name = "?"
     binaries = ()
     incremental = True   # False: one image, no incremental backups, one "snapshot"
+    s3 = False           # has an S3 backend: runs with --s3, its repository under prefix NAME/ of the bucket
 
     def __init__(self, ctx):
         self.ctx = ctx
         self.dir = os.path.join(ctx.work, self.name)
-        self.repo = os.path.join(self.dir, "repo")
+        self.garage = ctx.garage  # None: a local repository
+        self.repo = self.garage.url(self.name) if self.garage else os.path.join(self.dir, "repo")
         self.env = dict(os.environ, TZ="UTC")
+        if self.garage:
+            self.env.update(self.garage.credentials())
 
     def missing(self):
         """Why this system cannot run here, or None."""
@@ -317,15 +554,28 @@ class System:
     def version(self):
         return "?"
 
-    def mount(self, mnt):
+    def mount(self, mnt, fresh=False):
+        """fresh (S3 only): the mount starts from empty local state, as on a new machine (see fresh_dir)."""
         return Mount(self.mount_argv(mnt), mnt, self.env, os.path.join(self.dir, "mount.log"))
 
+    def fresh_dir(self):
+        """An empty directory for one mount's local state, removed once that mount's daemon exited."""
+        return tempfile.mkdtemp(prefix="fresh-", dir=self.dir)
+
     def repo_bytes(self):
+        """Bytes on disk (du) of a local repository; with --s3 the sum of the objects' sizes under its prefix."""
+        if self.garage:
+            return self.garage.prefix_bytes(self.name + "/")
         return disk_usage(self.repo)
 
+    def local_paths(self):
+        """This system's local caches or state (not counted in the repository)."""
+        return []
+
     def warm_paths(self):
-        """Everything a mount of this system reads: the repository and any local cache."""
-        return [self.repo]
+        """Everything a mount of this system reads: the repository (with --s3 the Garage nodes' files, every
+        prefix) and any local cache."""
+        return [self.garage.dir if self.garage else self.repo] + self.local_paths()
 
     def cache_note(self):
         return None
@@ -333,37 +583,68 @@ class System:
 
 class Backupfs(System):
     name = "backupfs"
-    binaries = (BACKUPFS,)
+    s3 = True
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        # An empty configuration file: nothing from /etc/backupfs/config.toml applies to the benchmark.
+        self.bin = ctx.args.backupfs_bin
+        self.binaries = (self.bin,)
+        # The benchmark's own configuration file: nothing from /etc/backupfs/config.toml applies.  Empty for a
+        # local repository; with --s3 the region and nodes 2 and 3 as further endpoints (failover only).
         self.env["BACKUPFS_CONFIG"] = os.path.join(self.dir, "config.toml")
+        self.state = os.path.join(self.dir, "state")   # --s3: index, locks and blob cache (STATE/cache)
+
+    def state_args(self, state=None):
+        return ["--state-dir", state or self.state] if self.garage else []
 
     def version(self):
-        return run([BACKUPFS, "--version"])[0].stdout.decode().strip()
+        return run([self.bin, "--version"])[0].stdout.decode().strip()
 
     def init(self):
         os.makedirs(self.dir, exist_ok=True)
-        open(self.env["BACKUPFS_CONFIG"], "w").close()
-        run([BACKUPFS, "init", self.repo], env=self.env)
+        with open(self.env["BACKUPFS_CONFIG"], "w") as f:
+            if self.garage:
+                others = ", ".join(f'"{self.garage.endpoint(n)}"' for n in (2, 3))
+                f.write(f'[s3]\nregion = "{S3_REGION}"\nendpoints = [{others}]\n')
+        run([self.bin, "init", *self.state_args(), self.repo], env=self.env)
 
     def backup(self, n):
         when = snapshot_time(n).strftime("%Y-%m-%dT%H:%M:%SZ")
-        proc, wall, cpu = run([BACKUPFS, "backup", "--repo", self.repo, "--account", "bench", "--time", when,
-                               "--json", self.ctx.src], env=self.env, ok=(0, 3))
+        proc, wall, cpu = run([self.bin, "backup", "--repo", self.repo, *self.state_args(), "--account", "bench",
+                               "--time", when, "--json", self.ctx.src], env=self.env, ok=(0, 3))
         summary = json.loads(proc.stdout)
         self.ctx.extra.setdefault("backupfs_backup_json", []).append(summary)
         if proc.returncode == 3 or summary.get("warnings"):
             self.ctx.note(f"backupfs backup {n}: warnings: {summary.get('warning_messages')}")
+        if self.garage:
+            requests = summary.get("store_requests")
+            self.ctx.extra.setdefault("backupfs_store_requests", []).append(dict(snapshot=n, **(requests or {})))
+            if requests:
+                Log.say(f"backupfs: backup {n} store requests: " +
+                        ", ".join(f"{k} {v}" for k, v in requests.items()))
+            else:
+                self.ctx.note("backupfs backup --json printed no store_requests")
         return wall, cpu
 
-    def mount_argv(self, mnt):
-        return [BACKUPFS, "mount", "--repo", self.repo, "--account", "bench", mnt]
+    def mount_argv(self, mnt, state=None):
+        return [self.bin, "mount", "--repo", self.repo, *self.state_args(state), "--account", "bench", mnt]
 
-    def mount(self, mnt):
-        return Mount(self.mount_argv(mnt), mnt, self.env, os.path.join(self.dir, "mount.log"),
-                     after_exit=self.remove_leftovers)
+    def mount(self, mnt, fresh=False):
+        """fresh: a new, empty state directory (the index is rebuilt from the bucket when the mount opens the
+        repository, and the blob cache in it starts empty; its budget stays the default)."""
+        state = self.fresh_dir() if fresh else None
+        return Mount(self.mount_argv(mnt, state), mnt, self.env, os.path.join(self.dir, "mount.log"),
+                     after_exit=self.remove_leftovers, scratch=state)
+
+    def local_paths(self):
+        return [self.state] if self.garage else []
+
+    def cache_note(self):
+        if not self.garage:
+            return None
+        cache = os.path.join(self.state, "cache")
+        return (f"backupfs state directory {disk_usage(self.state) / MIB:.1f} MiB, of which blob cache "
+                f"{disk_usage(cache) / MIB:.1f} MiB (not counted in the repository)")
 
     def remove_leftovers(self, pid):
         """The index reader's RocksDB secondary directory, $TMPDIR/backupfs-index-PID-N, outlives a mount
@@ -382,11 +663,14 @@ class Backupfs(System):
 class Restic(System):
     name = "restic"
     binaries = ("restic",)
+    s3 = True
 
     def __init__(self, ctx):
         super().__init__(ctx)
         self.cache = os.path.join(self.dir, "cache")
         self.env.update(RESTIC_PASSWORD="bench", RESTIC_CACHE_DIR=self.cache, RESTIC_REPOSITORY=self.repo)
+        if self.garage:
+            self.env.update(AWS_DEFAULT_REGION=S3_REGION)
 
     def version(self):
         return run(["restic", "version"])[0].stdout.decode().split(" compiled")[0]
@@ -406,11 +690,19 @@ class Restic(System):
     def mount_argv(self, mnt):
         return ["restic", "mount", mnt]
 
+    def mount(self, mnt, fresh=False):
+        """fresh: a new, empty cache directory (index, snapshots and trees come from the bucket again)."""
+        if not fresh:
+            return super().mount(mnt)
+        cache = self.fresh_dir()
+        return Mount(self.mount_argv(mnt), mnt, dict(self.env, RESTIC_CACHE_DIR=cache),
+                     os.path.join(self.dir, "mount.log"), scratch=cache)
+
     def snapshot_dir(self, mnt):
         return os.path.realpath(os.path.join(mnt, "snapshots", "latest")) + self.ctx.src
 
-    def warm_paths(self):
-        return [self.repo, self.cache]
+    def local_paths(self):
+        return [self.cache]
 
     def cache_note(self):
         return f"restic local cache {disk_usage(self.cache) / MIB:.1f} MiB (not counted in the repository)"
@@ -457,8 +749,8 @@ class Borg(System):
     def snapshot_dir(self, mnt):
         return os.path.join(mnt, max(os.listdir(mnt))) + self.ctx.src
 
-    def warm_paths(self):
-        return [self.repo, self.base]
+    def local_paths(self):
+        return [self.base]
 
     def cache_note(self):
         return f"borg local cache {disk_usage(self.base) / MIB:.1f} MiB (not counted in the repository)"
@@ -507,9 +799,11 @@ class Ctx:
     def __init__(self, args, work):
         self.args, self.work = args, work
         self.src = os.path.join(work, "src")
+        self.garage = None    # --s3: the Garage cluster, started by main()
         self.results = {}     # system -> key -> list of (value, wrong)
         self.notes = []
-        self.wanted = args.systems.split(",") if args.systems else [s.name for s in SYSTEMS]
+        self.wanted = (args.systems.split(",") if args.systems
+                       else [s.name for s in SYSTEMS if s.s3 or not args.s3])
         self.missing = set()
         self.extra = {}       # raw data for results.json
         self.ref = None       # filled by reference_data()
@@ -660,8 +954,10 @@ def read_large_files(ctx, root):
 # ---------------------------------------------------------------------------------------------------------
 
 class View:
-    def __init__(self, root, mount=None):
+    def __init__(self, root, mount=None, ready_s=None):
         self.root, self.mount = root, mount
+        self.ready_s = ready_s  # mount command start to a listed root
+
 
     def rss_mib(self):
         return vm_hwm_mib(self.mount.proc.pid) if self.mount else None
@@ -673,7 +969,8 @@ class View:
 @contextlib.contextmanager
 def fresh_view(ctx, system, warm=True):
     """Mounts system afresh (repository read into the page cache first, if warm) and yields a View of its
-    latest snapshot; for SOURCE yields the source tree."""
+    latest snapshot; for SOURCE yields the source tree.  With --s3, a mount that is not warm also starts from
+    fresh local state (a new state directory or cache directory: System.mount's fresh)."""
     if system == SOURCE:
         if warm:
             read_all([os.path.join(ctx.src, p) for p in (SMALL_TREE,) + LARGE_FILES])
@@ -681,12 +978,14 @@ def fresh_view(ctx, system, warm=True):
         return
     if warm:
         read_all(system.warm_paths())
-    mount = system.mount(os.path.join(ctx.work, "mnt", system.name))
+    mount = system.mount(os.path.join(ctx.work, "mnt", system.name), fresh=bool(ctx.garage) and not warm)
+    t0 = time.perf_counter()
     mount.start()
     try:
         with mount.watchdog(ctx.args.timeout):
             mount.wait_ready()
-            yield View(system.snapshot_dir(mount.mnt), mount)
+            ready = time.perf_counter() - t0
+            yield View(system.snapshot_dir(mount.mnt), mount, ready)
     finally:
         mount.stop()
 
@@ -785,10 +1084,13 @@ def measure_reads(ctx, system):
     with fresh_view(ctx, system) as view:
         cached = read_large_files(ctx, view.root)
     with fresh_view(ctx, system, warm=False) as view:
+        fresh_mount = view.ready_s
         drop_caches()
         cold = read_large_files(ctx, view.root)
         warm = read_large_files(ctx, view.root)
         rss, cpu = view.rss_mib(), view.cpu_s()
+    if ctx.garage and system != SOURCE:  # that mount started from empty local state
+        ctx.record(name, "mount_fresh_root_s", fresh_mount)
     for key, (seconds, bad) in (("read_cached_s", cached), ("read_cold_s", cold), ("read_warm_s", warm)):
         ctx.record(name, key, seconds, bool(bad))
         if bad:
@@ -833,6 +1135,9 @@ def measure_cp(ctx, system):
 # ---------------------------------------------------------------------------------------------------------
 
 def build_backupfs(ctx):
+    if ctx.args.backupfs_bin != BACKUPFS:
+        Log.say(f"--backupfs-bin {ctx.args.backupfs_bin}: not building")
+        return
     Log.say("building backupfs (cargo build --release)")
     with open(os.path.join(ctx.args.out, "build.log"), "wb") as log:
         proc = subprocess.run(["cargo", "build", "--release"], cwd=ROOT, stdout=log, stderr=log)
@@ -858,6 +1163,10 @@ def select_systems(ctx):
     for cls in SYSTEMS:
         if cls.name not in ctx.wanted:
             continue
+        if ctx.garage and not cls.s3:
+            ctx.note(f"{cls.name}: MISSING, no S3 backend (not run with --s3)")
+            ctx.missing.add(cls.name)
+            continue
         system = cls(ctx)
         why = system.missing()
         if why:
@@ -865,8 +1174,24 @@ def select_systems(ctx):
             ctx.missing.add(cls.name)
         else:
             systems.append(system)
-            Log.say(f"{cls.name}: {system.version()}")
+            version = system.version()
+            ctx.extra.setdefault("versions", {})[cls.name] = version
+            Log.say(f"{cls.name}: {version}")
     return systems
+
+
+def start_garage(ctx):
+    binary = garage_binary()
+    if not binary:
+        raise RuntimeError(f"--s3: no garage binary: run .ci/install-garage (it builds Garage {GARAGE_VERSION} "
+                           f"into ${{BACKUPFS_TEST_CACHE:-~/.cache/backupfs}}/garage-{GARAGE_VERSION}), "
+                           f"or set GARAGE_BIN")
+    if not shutil.which("curl"):
+        raise RuntimeError("--s3: curl not found (it lists the bucket for the repository sizes)")
+    ctx.garage = Garage(binary, os.path.join(ctx.work, "garage"))
+    ctx.extra["garage"] = f"{binary}: {ctx.garage.version()}"
+    Log.say(f"starting a 3-node Garage cluster ({ctx.extra['garage']})")
+    ctx.garage.start()
 
 
 def attempt(ctx, systems, measure, *args):
@@ -893,7 +1218,24 @@ def backup_phase(ctx, systems):
     for s in systems:
         if s.cache_note():
             ctx.note(s.cache_note())
+    note_store_requests(ctx)
     attempt(ctx, systems, measure_mount_startup, "mount30")
+
+
+def note_store_requests(ctx):
+    """With --s3: backupfs's requests to the store for the initial, day-1 and no-change backups."""
+    per = {r["snapshot"]: r for r in ctx.extra.get("backupfs_store_requests", []) if "requests" in r}
+    if not per:
+        return
+    def one(n):
+        r = per[n]
+        return (f"{r['requests']} (GET {r.get('get')}, PUT {r.get('put')}, LIST {r.get('list')}, "
+                f"{r.get('bytes_up', 0) / MIB:.1f} MiB up, {r.get('bytes_down', 0) / MIB:.1f} MiB down)")
+    parts = [f"{label} {one(n)}" for label, n in (("initial", 0), ("day 1", 1), ("no-change", DAYS + 1))
+             if n in per]
+    retries = sum(r.get("retries", 0) for r in per.values())
+    ctx.note(f"backupfs store requests per backup: {'; '.join(parts)}; retries over all {len(per)} backups: "
+             f"{retries} (all in results.json extra.backupfs_store_requests)")
 
 
 def mount_phase(ctx, systems):
@@ -945,6 +1287,9 @@ def table_rows(ctx):
     peers = names[:-1]
     rows = [["metric", "unit", "backupfs", "vs best peer"] + names]
     for key, label, unit in METRICS:
+        if key in S3_ONLY_METRICS and not ctx.args.s3:
+            continue
+        label = S3_LABELS.get(key, label) if ctx.args.s3 else label
         row = [label, unit, fmt(ctx, "backupfs", key), ratio_to_best_peer(ctx, peers, key)]
         rows.append(row + [fmt(ctx, name, key) for name in names])
     return rows
@@ -963,8 +1308,9 @@ def report(ctx):
     with open(os.path.join(ctx.args.out, "results.tsv"), "w") as f:
         f.write("\n".join("\t".join(r) for r in rows) + "\n")
     with open(os.path.join(ctx.args.out, "results.json"), "w") as f:
-        json.dump(dict(scale=ctx.args.scale, rounds=ctx.args.rounds, notes=ctx.notes,
-                       results=ctx.results, extra=ctx.extra), f, indent=1)
+        json.dump(dict(scale=ctx.args.scale, rounds=ctx.args.rounds, s3=ctx.args.s3,
+                       backupfs_bin=ctx.args.backupfs_bin, notes=ctx.notes, results=ctx.results,
+                       extra=ctx.extra), f, indent=1)
     print(f"\nwritten: {ctx.args.out}/results.tsv, results.json, bench.log")
 
 
@@ -981,13 +1327,20 @@ def parse_args(argv):
     p.add_argument("--timeout", type=float, default=900,
                    help="seconds one mount may take for a measurement before its daemon is killed")
     p.add_argument("--no-build", action="store_true", help="use the existing target/release/backupfs")
+    p.add_argument("--backupfs-bin", default=BACKUPFS,
+                   help="the backupfs binary (default target/release/backupfs, built unless --no-build; "
+                        "another path is never built)")
+    p.add_argument("--s3", action="store_true",
+                   help="repositories in a 3-node Garage cluster the script starts (backupfs and restic only)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (corpus, repositories)")
     p.add_argument("--cp-dest", choices=("tmpfs", "disk"), default="tmpfs",
                    help="where cp -a writes: a tmpfs the script mounts (default) or the work directory's disk")
     args = p.parse_args(argv)
     if args.out is None:
-        args.out = f"/tmp/backupfs-bench/{args.scale}-{time.strftime('%Y%m%d-%H%M%S')}"
+        args.out = (f"/tmp/backupfs-bench/{'s3-' if args.s3 else ''}{args.scale}-"
+                    f"{time.strftime('%Y%m%d-%H%M%S')}")
     args.out = os.path.abspath(args.out)
+    args.backupfs_bin = os.path.abspath(args.backupfs_bin)
     return args
 
 
@@ -1008,7 +1361,11 @@ def main(argv=None):
             build_backupfs(ctx)
         if args.install_peers:
             install_peers()
+        if args.s3:
+            start_garage(ctx)
         systems = select_systems(ctx)
+        if args.backupfs_bin != BACKUPFS and "backupfs" in ctx.wanted:
+            ctx.note(f"backupfs binary: {args.backupfs_bin}, not target/release/backupfs")
         Log.say(f"scale {args.scale}, work directory {ctx.work}, kernel {os.uname().release}, "
                 f"load average {os.getloadavg()}")
         backup_phase(ctx, systems)
