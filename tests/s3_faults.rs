@@ -285,3 +285,122 @@ fn a_proxy_injecting_errors_resets_and_truncations_never_yields_a_wrong_byte() {
         proxy.faults()
     );
 }
+
+/// A writer that died holding the commit lease (killed on another machine, its lease object left in the
+/// bucket) blocks other machines' commits only until the lease expires by the store's clock, never forever; the
+/// next writer then deletes it. (`BACKUPFS_TEST_LEASE_TTL_S` shortens the 120 s TTL; the lease is planted with
+/// a plain PUT, as a killed writer leaves it: the crash hook's change numbers shift with what earlier killed
+/// runs left, so they cannot name "after the lease PUT" reliably.)
+#[test]
+fn a_lease_left_by_a_dead_writer_expires() {
+    let g = Garage::start();
+    let t = TempDir::new("s3-lease");
+    let repo = S3Repo::new(&g, &t, "lease");
+    let b = t.join("machine-b");
+    repo.init(&t.join("machine-a"));
+    let src = t.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), noise(1, 10_000)).unwrap();
+    let ttl = "8";
+    let lease = format!(
+        "{}/{}/lease/leases/{}",
+        g.endpoint(1),
+        common::garage::BUCKET,
+        "ab".repeat(16)
+    );
+    std::fs::write(t.join("lease-body"), b"backupfs commit lease\n").unwrap();
+    common::s3repo::put_objects(&[lease], &t.join("lease-body"));
+    assert_eq!(count_leases(&g), 1);
+    let started = Instant::now();
+    let out = output_within(
+        repo.cmd(
+            &b,
+            &[
+                "backup",
+                "--account",
+                "b",
+                "--time",
+                &day(1),
+                src.to_str().unwrap(),
+            ],
+        )
+        .env("BACKUPFS_TEST_LEASE_TTL_S", ttl),
+        Duration::from_secs(120),
+    );
+    let waited = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("the backup committed after {waited:.1?} beside a dead writer's lease (TTL {ttl} s)");
+    assert!(
+        waited >= Duration::from_secs(4),
+        "did not wait for the live lease: {waited:?}"
+    );
+    assert_eq!(repo.snapshots(&t.join("observer")).len(), 1);
+    assert_eq!(
+        count_leases(&g),
+        0,
+        "the dead lease, or the writer's own, was left behind"
+    );
+}
+
+fn count_leases(g: &Garage) -> usize {
+    common::s3repo::count_keys(g, "lease/leases/")
+}
+
+/// A machine's first backup into a bucket killed before each of its durable changes in turn (creating the state
+/// directory's index, the PUTs of packs, pack index, lease and manifest, the index batches): every next run
+/// recovers by itself (a half-created index once stopped every later command), and the last one commits.
+#[test]
+fn a_first_backup_killed_at_every_change_recovers_by_itself() {
+    let g = Garage::start();
+    let t = TempDir::new("s3-crashpoints");
+    let repo = S3Repo::new(&g, &t, "crashpoints");
+    let st = t.join("state");
+    repo.init(&t.join("init-state"));
+    let src = t.join("src");
+    gen_tree(&src, "cp");
+    let mut kills = 0;
+    for n in 1..60 {
+        let out = output_within(
+            repo.cmd(
+                &st,
+                &[
+                    "backup",
+                    "--account",
+                    "a",
+                    "--time",
+                    &day(1),
+                    src.to_str().unwrap(),
+                ],
+            )
+            .env("BACKUPFS_TEST_CRASH_AT", n.to_string()),
+            Duration::from_secs(120),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            err.contains("killed before change"),
+            "run {n} failed instead of recovering: {err}"
+        );
+        kills += 1;
+    }
+    assert!(kills >= 5, "only {kills} crash points");
+    // A run killed after its manifest PUT committed its snapshot (the store has it); later runs add theirs.
+    let listed = repo.snapshots(&st);
+    let ordinals: std::collections::HashSet<u64> = listed
+        .iter()
+        .map(|s| s["ordinal"].as_u64().unwrap())
+        .collect();
+    assert!(
+        !listed.is_empty() && ordinals.len() == listed.len(),
+        "{listed:?}"
+    );
+    repo.check_clean(&t.join("observer"));
+    let m = repo.mount(&st, "a", &t.join("mnt"));
+    assert_same_tree(&describe(&src), &describe(&m.latest_in("")));
+}

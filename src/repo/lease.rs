@@ -22,6 +22,17 @@ use std::time::{Duration, Instant};
 
 /// A lease older than this (store clock) is a dead writer's.
 pub const LEASE_TTL: Duration = Duration::from_secs(120);
+
+/// `LEASE_TTL`, or for tests of a dead holder the seconds in `BACKUPFS_TEST_LEASE_TTL_S` (every process of such
+/// a test sets the same value: a holder and a waiter must agree on it).
+fn ttl() -> Duration {
+    static TTL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *TTL.get_or_init(|| {
+        (std::env::var("BACKUPFS_TEST_LEASE_TTL_S").ok())
+            .and_then(|v| v.parse().ok())
+            .map_or(LEASE_TTL, Duration::from_secs)
+    })
+}
 /// Give up waiting for other writers' leases after this.
 const WAIT_AT_MOST: Duration = Duration::from_secs(15 * 60);
 
@@ -84,7 +95,7 @@ impl Repository {
             let Some(name) = parse_lease_name(&l.name) else {
                 continue;
             };
-            let expired = listing.now - l.modified > LEASE_TTL.as_secs() as i64;
+            let expired = listing.now - l.modified > ttl().as_secs() as i64;
             if expired || l.name.starts_with(&machine_hex) {
                 match self.backend.remove(Object::Lease(name)) {
                     Ok(()) | Err(BackendError::NotFound { .. }) => {}
@@ -104,7 +115,7 @@ impl Lease<'_> {
     /// that is young. Fails like `still_held` if the lease may already have expired.
     pub fn renew_if_due(&mut self) -> Result<(), RepoError> {
         self.still_held()?;
-        if self.acquired.elapsed() < LEASE_TTL / 4 {
+        if self.acquired.elapsed() < ttl() / 4 {
             return Ok(());
         }
         let mut name = random_bytes::<16>()?;
@@ -123,7 +134,7 @@ impl Lease<'_> {
 
     /// Fails if the lease may have expired in others' eyes: the caller must not make its write then.
     pub fn still_held(&self) -> Result<(), RepoError> {
-        if self.acquired.elapsed() < LEASE_TTL / 2 {
+        if self.acquired.elapsed() < ttl() / 2 {
             return Ok(());
         }
         Err(RepoError::LeaseLost {

@@ -291,15 +291,28 @@ impl Repository {
         let state = resolve_state(location, opts, &config)?;
         if state.follows_store() && !state.index().exists() {
             // A machine new to this repository: an empty index, filled by the sync below.
-            IndexWriter::create(&state.index(), &state.index_lock())?;
+            state.create_index()?;
         }
-        let index = IndexReader::open(&state.index()).map_err(|source| match source {
-            IndexError::Lock { .. } => RepoError::Index(source),
-            _ => RepoError::IndexUnusable {
-                repo: location.to_string().into(),
-                source,
-            },
-        })?;
+        let index = match IndexReader::open(&state.index()) {
+            Ok(index) => index,
+            Err(source @ IndexError::Lock { .. }) => return Err(RepoError::Index(source)),
+            // A state directory's index is only this machine's cache of the store: start it again.
+            Err(e) if state.follows_store() => {
+                tracing::warn!(
+                    "{}: {e}; rebuilding this machine's index from the store",
+                    state.index().display()
+                );
+                state.set_index_aside()?;
+                state.create_index()?;
+                IndexReader::open(&state.index())?
+            }
+            Err(source) => {
+                return Err(RepoError::IndexUnusable {
+                    repo: location.to_string().into(),
+                    source,
+                })
+            }
+        };
         let caches = opts.caches;
         let repo = Self {
             location: location.clone(),

@@ -88,6 +88,30 @@ impl StateDir {
         self.root.join("synced")
     }
 
+    /// Creates an empty index where none is, whole or not at all: built under a name of this process's and
+    /// renamed into place, so that a process killed while creating it leaves no half index that every later
+    /// open would refuse. Another process that won the race keeps its own.
+    pub fn create_index(&self) -> Result<(), crate::repo::RepoError> {
+        let tmp = self.root.join(format!("index.new.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        drop(crate::index::IndexWriter::create(&tmp, &self.index_lock())?);
+        match std::fs::rename(&tmp, self.index()) {
+            Ok(()) => Ok(()),
+            Err(_) if self.index().exists() => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Ok(())
+            }
+            Err(e) => Err(BackendError::io(self.index(), e).into()),
+        }
+    }
+
+    /// Moves an unusable index to `index.damaged` (replacing an older one).
+    pub fn set_index_aside(&self) -> Result<(), BackendError> {
+        let aside = self.index_damaged();
+        let _ = std::fs::remove_dir_all(&aside);
+        std::fs::rename(self.index(), &aside).map_err(|e| BackendError::io(self.index(), e))
+    }
+
     /// This machine's id in leases: random, made on first use, kept with the state.
     pub fn machine_id(&self) -> Result<[u8; 16], BackendError> {
         let path = self.root.join("machine-id");
