@@ -69,8 +69,16 @@ impl Repository {
                 // Claimed in the single-flight table first: a read that wants one of these chunks meanwhile
                 // waits for this fetch instead of making its own.
                 let claimed = self.claim(run);
-                let loaded = self.load_run(pack, &claimed).unwrap_or_default();
-                self.release(&claimed, &loaded);
+                match self.load_run(pack, &claimed) {
+                    Ok(loaded) => self.release(&claimed, &loaded, None),
+                    // The store failed: the readers waiting for these chunks fail with it, not after another
+                    // timeout of their own.
+                    Err(e @ RepoError::Backend(crate::backend::BackendError::Store { .. })) => {
+                        self.release(&claimed, &HashMap::new(), Some(e.to_string()))
+                    }
+                    // A pack gone (rewritten by a prune) and the like: each reader reads for itself.
+                    Err(_) => self.release(&claimed, &HashMap::new(), None),
+                }
             }
         }
     }
@@ -94,17 +102,22 @@ impl Repository {
         &self,
         claimed: &[(ChunkId, BlobLocation)],
         loaded: &HashMap<ChunkId, Arc<Vec<u8>>>,
+        failure: Option<String>,
     ) {
         let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
         for (id, _) in claimed {
-            let data = loaded.get(id).cloned();
-            if let Some(d) = &data {
-                for old in self.chunks.insert(*id, d.clone(), d.capacity()) {
-                    self.spare.give_back(old);
+            let outcome = match (loaded.get(id), &failure) {
+                (Some(d), _) => {
+                    for old in self.chunks.insert(*id, d.clone(), d.capacity()) {
+                        self.spare.give_back(old);
+                    }
+                    Some(Ok(d.clone()))
                 }
-            }
+                (None, Some(f)) => Some(Err(f.clone())),
+                (None, None) => None,
+            };
             if let Some(slot) = loading.remove(id) {
-                let _ = slot.set(data);
+                let _ = slot.set(outcome);
             }
         }
     }

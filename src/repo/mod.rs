@@ -43,6 +43,11 @@ thread_local! {
     static STORED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// How a single-flight load ended, for the readers that waited for it: the chunk, or the store's failure (they
+/// fail at once with it rather than wait the store's timeout a second time), or None when each should read for
+/// itself (the leader's error concerned that copy, e.g. a blob that failed verification).
+type Loaded = Option<Result<Arc<Vec<u8>>, String>>;
+
 /// A scratch buffer grown past this (a rare huge tree blob) is freed after use rather than kept per thread.
 const MAX_SCRATCH: usize = 8 << 20;
 
@@ -203,8 +208,10 @@ pub struct Repository {
     tree_budget: usize,
     chunks: LruCache<ChunkId, Arc<Vec<u8>>>,
     /// Chunks being loaded right now, for `chunk`'s single flight.
-    loading:
-        std::sync::Mutex<std::collections::HashMap<ChunkId, Arc<OnceLock<Option<Arc<Vec<u8>>>>>>>,
+    loading: std::sync::Mutex<std::collections::HashMap<ChunkId, Arc<OnceLock<Loaded>>>>,
+    /// Chunks whose load the store failed lately, with the failure: the kernel reads a page again on its own
+    /// after a failed readahead, and that retry should not wait out the store's timeout a second time.
+    failed: std::sync::Mutex<std::collections::HashMap<ChunkId, (std::time::Instant, String)>>,
     links: LruCache<LinksId, Arc<LinkTable>>,
     /// Buffers of evicted chunks, for the next chunk loads.
     spare: SpareBuffers,
@@ -326,6 +333,7 @@ impl Repository {
             tree_budget: caches.trees,
             chunks: LruCache::new(caches.chunks),
             loading: std::sync::Mutex::new(std::collections::HashMap::new()),
+            failed: std::sync::Mutex::new(std::collections::HashMap::new()),
             links: LruCache::new(1 << 20),
             spare: SpareBuffers::new(caches.chunks / 4),
             lost: lost::Lost::default(),
@@ -596,6 +604,12 @@ impl Repository {
         if let Some(c) = self.chunks.get(&id) {
             return Ok(c);
         }
+        if let Some(failure) = self.failed_lately(id) {
+            return Err(RepoError::Backend(BackendError::Store {
+                object: format!("chunk {id}"),
+                what: failure,
+            }));
+        }
         let (slot, leader) = {
             let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
             match loading.get(&id) {
@@ -608,11 +622,14 @@ impl Repository {
             }
         };
         if !leader {
-            // The leader's failure is not cloneable; a follower then reads for itself and gets the full error.
-            if let Some(data) = slot.wait() {
-                return Ok(data.clone());
-            }
-            return self.read_blob(BlobId::chunk(id)).map(Arc::new);
+            return match slot.wait() {
+                Some(Ok(data)) => Ok(data.clone()),
+                Some(Err(failure)) => Err(RepoError::Backend(BackendError::Store {
+                    object: format!("chunk {id}"),
+                    what: failure.clone(),
+                })),
+                None => self.read_blob(BlobId::chunk(id)).map(Arc::new),
+            };
         }
         let result = self.read_blob(BlobId::chunk(id)).map(Arc::new);
         if let Ok(data) = &result {
@@ -620,12 +637,31 @@ impl Repository {
                 self.spare.give_back(old);
             }
         }
-        let _ = slot.set(result.as_ref().ok().cloned());
+        let _ = slot.set(match &result {
+            Ok(data) => Some(Ok(data.clone())),
+            Err(e @ RepoError::Backend(BackendError::Store { .. })) => {
+                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                failed.insert(id, (std::time::Instant::now(), e.to_string()));
+                Some(Err(e.to_string()))
+            }
+            Err(_) => None,
+        });
         self.loading
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
         result
+    }
+
+    /// The store's failure for `id` if one came in the last few seconds (old ones are dropped on the way).
+    fn failed_lately(&self, id: ChunkId) -> Option<String> {
+        const REMEMBER: std::time::Duration = std::time::Duration::from_secs(5);
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if failed.is_empty() {
+            return None;
+        }
+        failed.retain(|_, (at, _)| at.elapsed() < REMEMBER);
+        failed.get(&id).map(|(_, why)| why.clone())
     }
 
     pub fn link_table(&self, id: LinksId) -> Result<Arc<LinkTable>, RepoError> {
