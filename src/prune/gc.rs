@@ -3,6 +3,7 @@
 use super::PruneReport;
 use crate::backend::{BackendError, Object};
 use crate::format::pack::{PackBuilder, PackEntry};
+use crate::format::pack_index::IndexedPack;
 use crate::format::PackId;
 use crate::index::IndexWriter;
 use crate::repo::{read_pack_trailer, RepoError, Repository};
@@ -64,7 +65,7 @@ pub fn collect_packs(
             report.packs_deleted += 1;
             report.bytes_reclaimed += size;
         } else if total > 0 && usage.dead_bytes as f64 >= threshold * total as f64 {
-            let written = rewrite_pack(repo, &index, pack, &usage.live)?;
+            let written = rewrite_pack(repo, &index, pack, &usage.live)?.size;
             delete_pack(repo, &index, pack)?;
             report.packs_rewritten += 1;
             report.bytes_reclaimed += size.saturating_sub(written);
@@ -84,13 +85,14 @@ fn delete_pack(repo: &Repository, index: &IndexWriter, pack: PackId) -> Result<(
     Ok(index.write(batch)?)
 }
 
-/// Copies a pack's live blobs, each verified, into a new pack and points the index at it. Returns its size.
-fn rewrite_pack(
+/// Copies a pack's live blobs, each verified, into a new pack and points the index at it. Returns the new pack
+/// as a pack index lists it.
+pub(super) fn rewrite_pack(
     repo: &Repository,
     index: &IndexWriter,
     pack: PackId,
     live: &[PackEntry],
-) -> Result<u64, RepoError> {
+) -> Result<IndexedPack, RepoError> {
     let mut builder = PackBuilder::default();
     for e in live {
         let mut stored = vec![0u8; e.stored_len as usize];
@@ -109,5 +111,9 @@ fn rewrite_pack(
     let mut batch = WriteBatch::default();
     IndexWriter::add_pack(&mut batch, new_id, &entries);
     index.write(batch)?;
-    Ok(bytes.len() as u64)
+    Ok(IndexedPack {
+        id: new_id,
+        size: bytes.len() as u64,
+        entries,
+    })
 }

@@ -16,7 +16,7 @@
 
 use super::PruneReport;
 use crate::backend::{BackendError, Dir, Object};
-use crate::format::pack::{PackBuilder, PackEntry};
+use crate::format::pack::PackEntry;
 use crate::format::pack_index::{self, IndexedPack};
 use crate::format::{BlobId, PackId, PackIndexId};
 use crate::index::{CatalogEntry, IndexWriter};
@@ -100,7 +100,7 @@ pub fn collect_packs(
         let total: u64 = dead_bytes + here.iter().map(|e| e.stored_len as u64).sum::<u64>();
         if total > 0 && dead_bytes as f64 >= threshold * total as f64 && dead_bytes > 0 {
             survivors.pop();
-            survivors.push(rewrite(repo, &index, pack, &here)?);
+            survivors.push(super::gc::rewrite_pack(repo, &index, pack, &here)?);
             repo.backend().write_new(Object::Condemned(pack), b"")?;
             report.packs_rewritten += 1;
             report.packs_condemned += 1;
@@ -195,37 +195,6 @@ fn remove_if_present(repo: &Repository, obj: Object) -> Result<(), RepoError> {
         Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Copies live blobs, verified, into a new pack and points the index at it; the old pack is condemned by the
-/// caller, so that machines still reading it keep it for the grace period.
-fn rewrite(
-    repo: &Repository,
-    index: &IndexWriter,
-    pack: PackId,
-    live: &[PackEntry],
-) -> Result<IndexedPack, RepoError> {
-    let mut builder = PackBuilder::default();
-    for e in live {
-        let mut stored = vec![0u8; e.stored_len as usize];
-        repo.backend()
-            .read_at(Object::Pack(pack), e.offset, &mut stored)?;
-        let plain = crate::format::pack::decompress(&stored, e.compression, e.raw_len);
-        if !plain.is_ok_and(|p| blake3::hash(&p).as_bytes() == &e.id.hash) {
-            return Err(RepoError::BlobCorrupt { id: e.id, pack });
-        }
-        builder.add(e.id, &stored, e.compression, e.raw_len);
-    }
-    let (new_id, bytes, entries) = builder.finish();
-    repo.backend().write_new(Object::Pack(new_id), &bytes)?;
-    let mut batch = WriteBatch::default();
-    IndexWriter::add_pack(&mut batch, new_id, &entries);
-    index.write(batch)?;
-    Ok(IndexedPack {
-        id: new_id,
-        size: bytes.len() as u64,
-        entries,
-    })
 }
 
 fn pack_id(listed_name: &str) -> Option<PackId> {
