@@ -66,16 +66,20 @@ pub fn reconcile(
     follow_deletions: bool,
 ) -> Result<Reconciled, RepoError> {
     let mut done = Reconciled::default();
-    let listing = backend.list_aged(Dir::Packs)?;
+    // Names only (a directory read, no stat per pack on a local disk); sizes are listed when a pack is new.
+    let listed_packs = backend.list_packs()?;
     let mut unindexed: HashMap<PackId, u64> = HashMap::new();
-    for l in &listing.entries {
-        if let Some(pack) = pack_from_listed(&l.name) {
-            if !index.has_pack(pack)? {
-                unindexed.insert(pack, l.size);
-            }
+    for &pack in &listed_packs {
+        if !index.has_pack(pack)? {
+            unindexed.insert(pack, 0);
         }
     }
     if !unindexed.is_empty() {
+        for (pack, size) in pack_sizes(backend)? {
+            if let Some(s) = unindexed.get_mut(&pack) {
+                *s = size;
+            }
+        }
         done.packs += from_pack_indexes(backend, index, &mut unindexed)?;
     }
     for &pack in unindexed.keys() {
@@ -115,10 +119,8 @@ pub fn reconcile(
         }
     }
     if follow_deletions {
-        let sizes: HashMap<PackId, u64> = (listing.entries.iter())
-            .filter_map(|l| Some((pack_from_listed(&l.name)?, l.size)))
-            .collect();
-        forget_vanished(backend, index, &sizes, &listed_manifests, &mut done)?;
+        let present: HashSet<PackId> = listed_packs.into_iter().collect();
+        forget_vanished(backend, index, &present, &listed_manifests, &mut done)?;
     }
     Ok(done)
 }
@@ -130,7 +132,7 @@ pub fn reconcile(
 fn forget_vanished(
     backend: &dyn Backend,
     index: &IndexWriter,
-    packs: &HashMap<PackId, u64>,
+    packs: &HashSet<PackId>,
     listed_manifests: &[SnapshotId],
     done: &mut Reconciled,
 ) -> Result<(), RepoError> {
@@ -143,7 +145,7 @@ fn forget_vanished(
         }
     }
     let vanished: HashSet<PackId> = (index.packs()?.into_iter())
-        .filter(|p| !packs.contains_key(p))
+        .filter(|p| !packs.contains(p))
         .collect();
     let mut orphaned: HashSet<BlobId> = HashSet::new();
     if !vanished.is_empty() {
@@ -162,7 +164,7 @@ fn forget_vanished(
         index.write(batch)?;
     }
     if !orphaned.is_empty() {
-        repoint(backend, index, packs, orphaned)?;
+        repoint(backend, index, &pack_sizes(backend)?, orphaned)?;
     }
     Ok(())
 }
@@ -202,6 +204,13 @@ fn repoint(
         }
     }
     Ok(())
+}
+
+/// Every listed pack's size (one listing with sizes: a stat per pack on a local disk).
+fn pack_sizes(backend: &dyn Backend) -> Result<HashMap<PackId, u64>, RepoError> {
+    Ok((backend.list_aged(Dir::Packs)?.entries.iter())
+        .filter_map(|l| Some((pack_from_listed(&l.name)?, l.size)))
+        .collect())
 }
 
 /// `ab/ab...pack` as listed -> the pack id.
