@@ -391,7 +391,8 @@ fn open_options(
     })
 }
 
-fn open_repo(repo: &RepoArg, config: &Config) -> Result<Repository> {
+/// The location and open options a command's `RepoArg` and the config name (default cache sizes).
+fn resolve_repo(repo: &RepoArg, config: &Config) -> Result<(Location, OpenOptions)> {
     let location = repo_location(repo, config);
     let opts = open_options(
         &location,
@@ -399,6 +400,11 @@ fn open_repo(repo: &RepoArg, config: &Config) -> Result<Repository> {
         config,
         CacheSizes::default(),
     )?;
+    Ok((location, opts))
+}
+
+fn open_repo(repo: &RepoArg, config: &Config) -> Result<Repository> {
+    let (location, opts) = resolve_repo(repo, config)?;
     Ok(Repository::open(&location, &opts)?)
 }
 

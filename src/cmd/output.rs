@@ -24,13 +24,7 @@ pub(crate) fn generate(what: GenerateWhat) -> Result<()> {
 
 /// A repository whose index may be missing or damaged: repair must not need it.
 pub(crate) fn open_for_repair(repo: &RepoArg, config: &Config) -> Result<Repository> {
-    let location = repo_location(repo, config);
-    let opts = open_options(
-        &location,
-        repo.state_dir.as_deref(),
-        config,
-        CacheSizes::default(),
-    )?;
+    let (location, opts) = resolve_repo(repo, config)?;
     if Repository::open(&location, &opts).is_err() {
         Repository::create_empty_index(&location, &opts)?;
     }

@@ -100,25 +100,28 @@ impl S3Repo {
     }
 }
 
+/// `curl` signing its requests for the test key (SigV4, Garage's region) as Garage wants them.
+fn curl_signed() -> Command {
+    let mut c = Command::new("curl");
+    let auth = format!("{KEY_ID}:{SECRET_KEY}");
+    c.args([
+        "-sS",
+        "--fail",
+        "--aws-sigv4",
+        "aws:amz:garage:s3",
+        "--user",
+        &auth,
+    ]);
+    c.args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]);
+    c
+}
+
 /// Keys under `prefix` of the bucket, listed with curl's SigV4 signing (one page: the tests stay far below 1,000).
 pub fn count_keys(g: &Garage, prefix: &str) -> usize {
-    let auth = format!("{}:{}", KEY_ID, SECRET_KEY);
     // curl signs the query as written: the prefix's slashes must be encoded already.
     let prefix = prefix.replace('/', "%2F");
     let url = format!("{}/{}?list-type=2&prefix={prefix}", g.endpoint(1), BUCKET);
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--fail",
-            "--aws-sigv4",
-            "aws:amz:garage:s3",
-            "--user",
-            &auth,
-            &url,
-        ])
-        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
-        .output()
-        .expect("curl");
+    let out = curl_signed().arg(&url).output().expect("curl");
     assert!(
         out.status.success(),
         "curl: {}",
@@ -131,18 +134,8 @@ pub fn count_keys(g: &Garage, prefix: &str) -> usize {
 
 /// Uploads an object to each URL with curl's SigV4 signing (Garage, region "garage"), in batches.
 pub fn put_objects(urls: &[String], body: &Path) {
-    let auth = format!("{}:{}", KEY_ID, SECRET_KEY);
     for batch in urls.chunks(100) {
-        let mut c = Command::new("curl");
-        c.args([
-            "-sS",
-            "--fail",
-            "--aws-sigv4",
-            "aws:amz:garage:s3",
-            "--user",
-            &auth,
-        ]);
-        c.args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]);
+        let mut c = curl_signed();
         for url in batch {
             c.arg("-T").arg(body).arg(url);
         }
