@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use backupfs::backend::Location;
-use backupfs::backup::{backup, BackupOptions};
+use backupfs::backup::{backup, BackupOptions, Excludes};
 use backupfs::check::check;
 use backupfs::fuse::{serve_with_ready, MountOptions};
 use backupfs::ops::config::Config;
@@ -102,6 +102,10 @@ enum Command {
         /// Print a JSON summary on stdout.
         #[arg(long)]
         json: bool,
+        /// Leave out what matches PATTERN (gitignore-like, relative to SOURCE), besides the account's `exclude`
+        /// list; may be repeated.
+        #[arg(long, value_name = "PATTERN")]
+        exclude: Vec<String>,
         /// Directory to back up [default: the account's `source` in the configuration file].
         source: Option<PathBuf>,
     },
@@ -355,6 +359,13 @@ fn missing(what: &str) -> ! {
         .exit()
 }
 
+/// A flag's value that clap could not check: a usage error (exit 2), as clap's own.
+fn usage(what: &str) -> ! {
+    Cli::command()
+        .error(clap::error::ErrorKind::ValueValidation, what)
+        .exit()
+}
+
 fn repo_location(repo: &RepoArg, config: &Config) -> Location {
     if let Some(l) = &repo.repo {
         return l.clone();
@@ -437,15 +448,25 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
             account,
             time,
             json,
+            exclude,
             source,
         } => {
-            let source = match source.or_else(|| config.account(&account)?.source.clone()) {
+            let settings = config.account(&account).cloned().unwrap_or_default();
+            let source = match source.or_else(|| settings.source.clone()) {
                 Some(s) => s,
                 None => missing(&format!(
                     "no SOURCE: give one, or set `source` in [accounts.{account}] of {}",
                     config.describe()
                 )),
             };
+            let patterns: Vec<String> = settings.exclude.iter().chain(&exclude).cloned().collect();
+            let excludes = match Excludes::new(&patterns) {
+                Ok(e) => e,
+                Err(e) => usage(&e.to_string()),
+            };
+            let parts = settings.parts_plan(&source).map_err(|e| {
+                anyhow::anyhow!("[accounts.{account}] of {}: {e}", config.describe())
+            })?;
             let repo = open(&repo)?;
             let progress = !json && std::io::stderr().is_terminal();
             let summary = backup(
@@ -455,6 +476,9 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
                     source,
                     time,
                     progress,
+                    excludes,
+                    never: settings.mountpoint.into_iter().collect(),
+                    parts,
                 },
             )?;
             if json {

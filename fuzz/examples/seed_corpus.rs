@@ -10,7 +10,7 @@
 
 use backupfs_fuzz::format::config::Config;
 use backupfs_fuzz::format::links::{Link, LinkTable};
-use backupfs_fuzz::format::manifest::{Manifest, Stats};
+use backupfs_fuzz::format::manifest::{Manifest, Part, PartKind, Stats};
 use backupfs_fuzz::format::pack::{
     compress, decompress, Compression, Footer, PackBuilder, FOOTER_LEN, HEADER_LEN,
 };
@@ -189,8 +189,29 @@ fn main() {
             files: 1,
             ..Default::default()
         },
+        parts: Vec::new(),
     };
     write(&dir, "decode_manifest", "links", &manifest.encode());
+    let with_parts = Manifest {
+        parts: vec![
+            Part {
+                kind: PartKind::Files,
+                failed: false,
+                name: String::new(),
+                bytes: 1,
+                duration_ms: 2,
+            },
+            Part {
+                kind: PartKind::MariaDb,
+                failed: true,
+                name: "alice_wp".into(),
+                bytes: 3,
+                duration_ms: 4,
+            },
+        ],
+        ..manifest.clone()
+    };
+    write(&dir, "decode_manifest", "parts", &with_parts.encode());
     let manifest = Manifest {
         links: None,
         ..manifest

@@ -3,8 +3,13 @@
 //! The walk runs on the calling thread (stat, read, chunk, hash) while worker threads compress and pack; the
 //! snapshot becomes visible only through `repo::commit_snapshot`, after every pack is durable.
 
+pub mod child;
+pub mod dump;
+pub mod exclude;
+pub mod parts;
 mod progress;
 mod source;
+mod sqlite;
 mod store;
 mod walk;
 
@@ -12,6 +17,8 @@ use crate::format::manifest::{valid_account, Manifest};
 use crate::format::tree::{Entry, EntryKind, Payload, Timestamp};
 use crate::format::{BlobId, LinksId, SnapshotId};
 use crate::repo::{commit_snapshot, RepoError, Repository};
+pub use exclude::Excludes;
+pub use parts::{DumpReport, PartsPlan};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -41,6 +48,12 @@ pub struct BackupOptions {
     /// Snapshot time; now if None.
     pub time: Option<Timestamp>,
     pub progress: bool,
+    /// The account's and the command line's exclude patterns, for its files.
+    pub excludes: Excludes,
+    /// Directories never backed up (the account's own mount point of its backups), if they exist.
+    pub never: Vec<PathBuf>,
+    /// Mail and databases: a snapshot with parts (`files/`, `mails/`, `mysql/`, `postgresql/`).
+    pub parts: Option<PartsPlan>,
 }
 
 #[derive(Debug)]
@@ -50,6 +63,8 @@ pub struct BackupSummary {
     pub bytes_read: u64,
     pub duration: std::time::Duration,
     pub warnings: Vec<String>,
+    /// Every database dumped, in order.
+    pub dumps: Vec<DumpReport>,
 }
 
 impl BackupSummary {
@@ -71,6 +86,8 @@ impl BackupSummary {
             "duration_s": self.duration.as_secs_f64(),
             "warnings": self.warnings.len(),
             "warning_messages": self.warnings,
+            "layout": if self.manifest.has_parts() { "parts" } else { "flat" },
+            "databases": self.dumps.iter().map(DumpReport::to_json).collect::<Vec<_>>(),
         })
     }
 }
@@ -115,11 +132,16 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupSummary, 
     let _marker = repo.backup_marker()?;
     let missing_packs = repo.find_missing_packs()?;
     let time = opts.time.unwrap_or_else(now);
-    let previous = previous_root(repo, &opts.account, &source)?;
-    let estimate = previous.as_ref().map(|(_, bytes)| *bytes);
+    let previous = previous_snapshot(repo, &opts.account, &source)?;
+    let estimate = previous.as_ref().map(|p| p.file_bytes);
     let counters = store::Counters::default();
     let shared = store::Shared::new(repo);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let never: Vec<(u64, u64)> = (repo.location().local_path().into_iter())
+        .chain(opts.never.iter().map(PathBuf::as_path))
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
 
     let walked = std::thread::scope(|scope| {
         let _display = opts
@@ -127,35 +149,46 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupSummary, 
             .then(|| progress::Display::start(scope, &counters, estimate));
         let sink = store::BlobSink::start(scope, &shared, workers);
         let mut walker = walk::Walker::new(repo, sink, &counters, root_meta.dev());
-        walker.exclude = (repo.location().local_path())
-            .and_then(|root| std::fs::metadata(root).ok())
-            .map(|m| (m.dev(), m.ino()));
-        let prev_tree = previous.and_then(|(tree, _)| walker.previous_dir(&source, tree));
-        let result = walker
-            .walk_dir(&source, prev_tree)
-            .and_then(|(tree, descendants)| {
-                let links = walker.link_table();
-                let links_id = (!links.links.is_empty()).then(|| LinksId::of(&links.encode()));
-                if let Some(id) = links_id {
-                    walker.sink.put(BlobId::links(id), links.encode())?;
-                }
-                Ok((
-                    tree,
-                    descendants,
-                    links_id,
-                    std::mem::take(&mut walker.stats),
-                    std::mem::take(&mut walker.warnings),
-                    std::mem::take(&mut walker.sink.existing),
-                ))
-            });
-        result
+        walker.never = never;
+        walker.excludes = opts.excludes.clone();
+        let prev = previous.map(|p| p.trees).unwrap_or_default();
+        let result = match &opts.parts {
+            None => {
+                let prev_tree = prev
+                    .files
+                    .and_then(|tree| walker.previous_dir(&source, tree));
+                walker
+                    .walk_dir(&source, prev_tree)
+                    .map(|(tree, descendants)| (tree, descendants, Vec::new(), Vec::new()))
+            }
+            Some(plan) => parts::walk_parts(&mut walker, plan, &source, &root_meta, prev, time)
+                .map(|o| (o.tree, o.descendants, o.parts, o.dumps)),
+        };
+        result.and_then(|(tree, descendants, parts, dumps)| {
+            let links = walker.link_table();
+            let links_id = (!links.links.is_empty()).then(|| LinksId::of(&links.encode()));
+            if let Some(id) = links_id {
+                walker.sink.put(BlobId::links(id), links.encode())?;
+            }
+            Ok(Walked {
+                tree,
+                descendants,
+                links: links_id,
+                stats: std::mem::take(&mut walker.stats),
+                warnings: std::mem::take(&mut walker.warnings),
+                existing: std::mem::take(&mut walker.sink.existing),
+                parts,
+                dumps,
+            })
+        })
         // Leaving the scope drops the sink and joins the workers: only then is every blob in a packer.
     });
     let packs = shared.finish();
-    let (tree, descendants, links, mut stats, walk_warnings, existing) = walked?;
+    let walked = walked?;
     let mut warnings: Vec<String> = missing_packs.iter().map(missing_pack_warning).collect();
-    warnings.extend(walk_warnings);
+    warnings.extend(walked.warnings);
     let packs = packs?;
+    let mut stats = walked.stats;
     stats.dirs += 1;
     stats.added_blobs = shared.added_blobs.load(Ordering::Relaxed);
     stats.added_bytes = shared.added_bytes.load(Ordering::Relaxed);
@@ -165,18 +198,32 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupSummary, 
         account: opts.account.clone(),
         hostname: hostname(),
         source: source.as_os_str().as_bytes().to_vec(),
-        root: root_entry(&source, &root_meta, tree, descendants),
-        links,
+        root: root_entry(&source, &root_meta, walked.tree, walked.descendants),
+        links: walked.links,
         stats,
+        parts: walked.parts,
     };
-    let (snapshot, manifest) = commit_snapshot(repo, &packs, &existing, manifest)?;
+    let (snapshot, manifest) = commit_snapshot(repo, &packs, &walked.existing, manifest)?;
     Ok(BackupSummary {
         snapshot,
         manifest,
         bytes_read: counters.bytes_read.load(Ordering::Relaxed),
         duration: started.elapsed(),
         warnings,
+        dumps: walked.dumps,
     })
+}
+
+/// What the walk of a backup produced, for its manifest.
+struct Walked {
+    tree: crate::format::TreeId,
+    descendants: u64,
+    links: Option<LinksId>,
+    stats: crate::format::manifest::Stats,
+    warnings: Vec<String>,
+    existing: std::collections::HashSet<BlobId>,
+    parts: Vec<crate::format::manifest::Part>,
+    dumps: Vec<DumpReport>,
 }
 
 fn missing_pack_warning(pack: &crate::format::PackId) -> String {
@@ -188,20 +235,51 @@ fn missing_pack_warning(pack: &crate::format::PackId) -> String {
     msg
 }
 
-/// The account's newest snapshot of the same source: its root tree and file bytes (for the progress ETA).
-fn previous_root(
+/// The account's newest snapshot of the same source: the trees a new backup compares against.
+struct Previous {
+    trees: parts::PreviousParts,
+    /// Its file bytes, for the progress display's estimate.
+    file_bytes: u64,
+}
+
+fn previous_snapshot(
     repo: &Repository,
     account: &str,
     source: &Path,
-) -> Result<Option<(crate::format::TreeId, u64)>, RepoError> {
+) -> Result<Option<Previous>, RepoError> {
     let snaps = repo.snapshots(Some(account))?;
-    let prev = snaps
+    let Some(prev) = snaps
         .iter()
         .rev()
-        .find(|s| s.manifest.source == source.as_os_str().as_bytes());
-    Ok(prev.and_then(|s| match s.manifest.root.payload {
-        Payload::Dir { tree, .. } => Some((tree, s.manifest.stats.file_bytes)),
-        _ => None,
+        .find(|s| s.manifest.source == source.as_os_str().as_bytes())
+    else {
+        return Ok(None);
+    };
+    let Payload::Dir { tree, .. } = prev.manifest.root.payload else {
+        return Ok(None);
+    };
+    let trees = if prev.manifest.has_parts() {
+        // A damaged root only costs reading everything again, as a damaged tree does anywhere.
+        let sub = |name: &[u8]| {
+            let dir = repo.directory(tree).ok()?;
+            match dir.find(repo, name).ok()??.payload {
+                Payload::Dir { tree, .. } => Some(tree),
+                _ => None,
+            }
+        };
+        parts::PreviousParts {
+            files: sub(b"files"),
+            mails: sub(b"mails"),
+        }
+    } else {
+        parts::PreviousParts {
+            files: Some(tree),
+            mails: None,
+        }
+    };
+    Ok(Some(Previous {
+        trees,
+        file_bytes: prev.manifest.stats.file_bytes,
     }))
 }
 

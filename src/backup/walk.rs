@@ -5,7 +5,9 @@
 //! the same directory, a file whose size, mtime, ctime and inode are unchanged keeps its extents and xattrs
 //! without being opened: an unchanged directory costs one lstat per entry.
 
+use super::exclude::Excludes;
 use super::source::{self, SegmentReader};
+use super::sqlite;
 use super::store::{BlobSink, Counters};
 use super::BackupError;
 use crate::format::links::{Link, LinkTable};
@@ -40,6 +42,32 @@ impl From<crate::repo::RepoError> for EntryError {
     }
 }
 
+/// The previous tree of a directory by source inode, built on the first name it lacks (Maildir only).
+struct Renames<'p> {
+    dir: Option<&'p Directory>,
+    by_inode: Option<HashMap<u64, Entry>>,
+}
+
+impl Renames<'_> {
+    /// The previous entry of a Maildir message renamed since (a flag change renames `ID:2,` to `ID:2,S`): same
+    /// directory, inode, size and mtime. A rename changes the ctime, so only Maildir trees, whose messages are
+    /// never rewritten in place, trust the match without reading the message again.
+    fn message(&mut self, repo: &Repository, meta: &Metadata) -> Option<Entry> {
+        let dir = self.dir?;
+        let by_inode = self.by_inode.get_or_insert_with(|| {
+            dir.entries_from(repo, 0)
+                .filter_map(Result::ok)
+                .filter(|e| e.kind == EntryKind::File)
+                .map(|e| (e.source_ino, Entry::clone(&e)))
+                .collect()
+        });
+        by_inode
+            .get(&meta.ino())
+            .filter(|p| p.size == meta.len() && p.mtime == source::mtime(meta))
+            .cloned()
+    }
+}
+
 /// How many times a file that changes while it is read is read again before it is stored with a warning.
 const READ_ATTEMPTS: u32 = 3;
 
@@ -60,8 +88,17 @@ pub struct Walker<'w, 's, 'r> {
     pub stats: Stats,
     pub warnings: Vec<String>,
     next_dfs: u64,
-    /// The repository's directory (device, inode), when it lies inside the source: never backed up into itself.
-    pub exclude: Option<(u64, u64)>,
+    /// Directories (device, inode) never backed up: the repository's, when it lies inside the source, and the
+    /// account's own mount point of its backups.
+    pub never: Vec<(u64, u64)>,
+    /// The account's exclude patterns, matched against `rel`; empty for mail.
+    pub excludes: Excludes,
+    /// The path of the entry being built, relative to the walk's root.
+    rel: Vec<u8>,
+    /// A Maildir tree: a message renamed (its flags changed) keeps its content without being read again.
+    pub maildir: bool,
+    /// Siblings of an SQLite database stored through its online backup (`-wal`, `-shm`): not stored as files.
+    skip: std::collections::HashSet<std::path::PathBuf>,
     /// Hardlinked inodes seen so far: DFS number of the first path, paths counted, content of the first path
     /// (files only).
     links: HashMap<u64, (u64, u32, Vec<Extent>)>,
@@ -83,12 +120,16 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
             stats,
             warnings: Vec::new(),
             next_dfs: 1,
-            exclude: None,
+            never: Vec::new(),
+            excludes: Excludes::default(),
+            rel: Vec::new(),
+            maildir: false,
+            skip: Default::default(),
             links: HashMap::new(),
         }
     }
 
-    fn warn(&mut self, path: &Path, what: impl std::fmt::Display) {
+    pub fn warn(&mut self, path: &Path, what: impl std::fmt::Display) {
         let msg = format!("{}: {what}", path.display());
         tracing::warn!("{msg}");
         self.warnings.push(msg);
@@ -116,26 +157,46 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
             .collect();
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut entries = Vec::with_capacity(names.len());
+        let mut renames = Renames {
+            dir: prev.as_ref(),
+            by_inode: None,
+        };
         for name in names {
             if self.sink.failed() {
                 break;
             }
             let child = path.join(&name);
+            if self.skip.remove(&child) {
+                continue;
+            }
             // An unreadable previous tree only costs re-reading the files, as if they had changed.
             let prev_entry = prev
                 .as_ref()
                 .and_then(|d| d.find(self.repo, name.as_bytes()).ok().flatten());
-            if let Some(entry) = self.entry(&child, name.as_bytes(), prev_entry.as_deref())? {
+            let rel_len = self.rel.len();
+            if rel_len > 0 {
+                self.rel.push(b'/');
+            }
+            self.rel.extend_from_slice(name.as_bytes());
+            let built = self.entry(&child, name.as_bytes(), prev_entry.as_deref(), &mut renames);
+            self.rel.truncate(rel_len);
+            if let Some(entry) = built? {
                 entries.push(entry);
             }
         }
-        let encoded = encode_directory(&entries);
+        let id = self.store_directory(&entries)?;
+        Ok((id, self.next_dfs - first_dfs))
+    }
+
+    /// Stores a directory's entries (sorted by name) as its tree, paged if large; returns the tree's id.
+    pub fn store_directory(&mut self, entries: &[Entry]) -> Result<TreeId, BackupError> {
+        let encoded = encode_directory(entries);
         for page in encoded.pages {
             self.sink.put(BlobId::tree(TreeId::of(&page)), page)?;
         }
         let id = TreeId::of(&encoded.root);
         self.sink.put(BlobId::tree(id), encoded.root)?;
-        Ok((id, self.next_dfs - first_dfs))
+        Ok(id)
     }
 
     /// Builds one entry, or None (with a warning) if it vanished or could not be read.
@@ -144,6 +205,7 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
         path: &Path,
         name: &[u8],
         prev: Option<&Entry>,
+        renames: &mut Renames,
     ) -> Result<Option<Entry>, BackupError> {
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
@@ -152,15 +214,30 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
                 return Ok(None);
             }
         };
-        if self.exclude == Some((meta.dev(), meta.ino())) {
-            tracing::info!("{}: the repository itself, not backed up", path.display());
+        if self.never.contains(&(meta.dev(), meta.ino())) {
+            tracing::info!(
+                "{}: the repository or the account's backups, not backed up",
+                path.display()
+            );
+            return Ok(None);
+        }
+        if self.excludes.excludes(&self.rel, meta.is_dir()) {
+            tracing::debug!("{}: excluded", path.display());
             return Ok(None);
         }
         let kind = source::kind_of(&meta);
+        let renamed;
+        let prev = match prev {
+            None if self.maildir && kind == EntryKind::File => {
+                renamed = renames.message(self.repo, &meta);
+                renamed.as_ref()
+            }
+            p => p,
+        };
         let unchanged = prev.filter(|p| {
             p.kind == kind
                 && p.source_ino == meta.ino()
-                && p.ctime == source::ctime(&meta)
+                && (p.ctime == source::ctime(&meta) || p.name != name)
                 && p.mtime == source::mtime(&meta)
                 && p.size == meta.len()
         });
@@ -223,7 +300,7 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
         Ok(Some(entry))
     }
 
-    fn count(&mut self, e: &Entry) {
+    pub fn count(&mut self, e: &Entry) {
         match e.kind {
             EntryKind::File => {
                 self.stats.files += 1;
@@ -295,6 +372,18 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
                 });
             }
         }
+        if sqlite::in_wal_use(path, meta) {
+            match self.sqlite_copy(path, meta, entry) {
+                Ok(extents) => return Ok(Payload::File { extents }),
+                Err(EntryError::Skip(e)) => self.warn(
+                    path,
+                    format_args!(
+                        "SQLite database in WAL mode stored as it is, possibly without its newest rows: {e}"
+                    ),
+                ),
+                Err(fatal) => return Err(fatal),
+            }
+        }
         let reusable = match unchanged.map(|p| &p.payload) {
             Some(Payload::File { extents }) if self.all_usable(extents)? => Some(extents),
             _ => None,
@@ -314,6 +403,23 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
             self.links.insert(meta.ino(), (dfs, 1, extents.clone()));
         }
         Ok(Payload::File { extents })
+    }
+
+    /// Stores an SQLite database in WAL mode through its online backup (see `sqlite`); its `-wal` and `-shm`
+    /// files are then left out. Never the unchanged shortcut: new rows may be in the `-wal` file only.
+    fn sqlite_copy(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        entry: &mut Entry,
+    ) -> Result<Vec<Extent>, EntryError> {
+        let copy = sqlite::online_backup(path, meta).map_err(io::Error::other)?;
+        let copy_meta = std::fs::metadata(&copy.file)?;
+        let (extents, size, _) = self.read_file(&copy.file, &copy_meta)?;
+        entry.size = size;
+        self.skip.insert(sqlite::sibling(path, "-wal"));
+        self.skip.insert(sqlite::sibling(path, "-shm"));
+        Ok(extents)
     }
 
     /// Whether every chunk of an unchanged file can be referenced: one in a lost pack means reading it again.
@@ -381,12 +487,6 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
             return Ok((Vec::new(), 0, opened));
         }
         let size = meta.len();
-        let cfg = self.repo.config();
-        let (min, avg, max) = (
-            cfg.chunk_min as usize,
-            cfg.chunk_avg as usize,
-            cfg.chunk_max as usize,
-        );
         let mut extents = Vec::new();
         let mut pos = 0u64;
         for (offset, len) in source::data_segments(&file, size)? {
@@ -398,16 +498,7 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
                 offset,
                 remaining: len,
             };
-            let mut read = 0u64;
-            for chunk in fastcdc::v2020::StreamCDC::new(reader, min, avg, max) {
-                let chunk = chunk.map_err(|e| io::Error::other(format!("reading: {e}")))?;
-                let id = ChunkId::of(&chunk.data);
-                let n = chunk.data.len() as u64;
-                extents.push(Extent::Data { id, len: n as u32 });
-                self.sink.put(BlobId::chunk(id), chunk.data)?;
-                self.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
-                read += n;
-            }
+            let read = self.chunk_into(reader, &mut extents)?;
             pos = offset + read;
             if read < len {
                 // Shrank while read: the status after the read differs, and the caller reads it again.
@@ -418,6 +509,69 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
             extents.push(Extent::Hole { len: size - pos });
         }
         Ok((extents, size, file.metadata()?))
+    }
+
+    /// Cuts `reader` into content-defined chunks, stores each and appends its extent; returns the bytes read.
+    /// Memory stays at about one largest chunk whatever the length of the stream.
+    fn chunk_into(
+        &mut self,
+        reader: impl io::Read,
+        extents: &mut Vec<Extent>,
+    ) -> Result<u64, EntryError> {
+        let cfg = self.repo.config();
+        let (min, avg, max) = (
+            cfg.chunk_min as usize,
+            cfg.chunk_avg as usize,
+            cfg.chunk_max as usize,
+        );
+        let mut read = 0u64;
+        for chunk in fastcdc::v2020::StreamCDC::new(reader, min, avg, max) {
+            let chunk = chunk.map_err(|e| io::Error::other(format!("reading: {e}")))?;
+            let id = ChunkId::of(&chunk.data);
+            let n = chunk.data.len() as u64;
+            extents.push(Extent::Data { id, len: n as u32 });
+            self.sink.put(BlobId::chunk(id), chunk.data)?;
+            self.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
+            read += n;
+        }
+        Ok(read)
+    }
+
+    /// Stores a stream that is not a file of the source (a database dump): its extents and length, or the
+    /// error reading it (`Ok(Err)`: the stream failed, the backup goes on); `Err` only if the repository failed.
+    pub fn store_stream(
+        &mut self,
+        reader: impl io::Read,
+    ) -> Result<io::Result<(Vec<Extent>, u64)>, BackupError> {
+        let mut extents = Vec::new();
+        match self.chunk_into(reader, &mut extents) {
+            Ok(n) => Ok(Ok((extents, n))),
+            Err(EntryError::Skip(e)) => Ok(Err(e)),
+            Err(EntryError::Fatal(e)) => Err(e),
+        }
+    }
+
+    /// Stores a small synthesized file's contents (a failure note) as one chunk.
+    pub fn store_bytes(&mut self, data: Vec<u8>) -> Result<Vec<Extent>, BackupError> {
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        let id = ChunkId::of(&data);
+        let len = data.len() as u32;
+        self.sink.put(BlobId::chunk(id), data)?;
+        Ok(vec![Extent::Data { id, len }])
+    }
+
+    /// Takes back the numbers given from `dfs` on (a part that could not be walked at all).
+    pub fn renumber_from(&mut self, dfs: u64) {
+        self.next_dfs = dfs;
+    }
+
+    /// Gives the next DFS number to an entry the caller builds itself (the parts of a snapshot).
+    pub fn number_entry(&mut self) -> u64 {
+        let dfs = self.next_dfs;
+        self.next_dfs += 1;
+        dfs
     }
 
     /// The hardlink table of the snapshot: only inodes that appear under two or more paths.

@@ -138,6 +138,28 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// Like `header`, for an object kind with several versions a reader understands (`supported` ascending);
+    /// returns the one found.
+    pub fn header_any(&mut self, magic: [u8; 8], supported: &[u32]) -> Result<u32, FormatError> {
+        let newest = supported.last().copied().unwrap_or(0);
+        let found = self.array::<8>()?;
+        if found != magic {
+            return Err(FormatError::BadMagic {
+                object: self.object,
+                found,
+            });
+        }
+        let version = self.u32()?;
+        if !supported.contains(&version) {
+            return Err(FormatError::UnsupportedVersion {
+                object: self.object,
+                found: version,
+                supported: newest,
+            });
+        }
+        Ok(version)
+    }
+
     pub fn invalid(&self, what: impl Into<String>) -> FormatError {
         self.invalid_at(self.pos, what)
     }

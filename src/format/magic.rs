@@ -31,6 +31,9 @@ pub const TREE_VERSION: u32 = 1;
 pub const TREE_INDEX_VERSION: u32 = 1;
 pub const LINKS_VERSION: u32 = 1;
 pub const MANIFEST_VERSION: u32 = 1;
+/// A manifest of an account whose snapshot has parts (files, mail, database dumps): version 1's fields, then
+/// the parts. Flat snapshots are still written as version 1, byte for byte as before.
+pub const MANIFEST_VERSION_PARTS: u32 = 2;
 pub const PACK_INDEX_VERSION: u32 = 1;
 /// Version of the RocksDB index's key layout, stored under the index's `V` key.
 pub const INDEX_VERSION: u32 = 1;

@@ -17,7 +17,7 @@
 use super::codec::Writer;
 use super::config::{Config, CONFIG_LEN};
 use super::links::{Link, LinkTable};
-use super::manifest::{Manifest, Stats, MAX_ORDINAL};
+use super::manifest::{Manifest, Part, PartKind, Stats, MAX_ORDINAL};
 use super::pack::{
     check_header, decompress, encode_trailer, Compression, Footer, PackBuilder, PackEntry,
     ENTRY_LEN, FOOTER_LEN, HEADER_LEN, MAX_CHUNK_LEN,
@@ -469,6 +469,26 @@ pub(crate) fn manifests() -> Vec<Manifest> {
             added_blobs: 6,
             added_bytes: 7,
         },
+        parts: Vec::new(),
+    };
+    let with_parts = Manifest {
+        parts: vec![
+            Part {
+                kind: PartKind::Files,
+                failed: false,
+                name: String::new(),
+                bytes: 5 << 40,
+                duration_ms: 9,
+            },
+            Part {
+                kind: PartKind::PostgreSql,
+                failed: true,
+                name: "alice_shop".into(),
+                bytes: 3,
+                duration_ms: 1 << 40,
+            },
+        ],
+        ..full.clone()
     };
     let mut bare_root = root_entry();
     bare_root.xattrs.clear();
@@ -481,8 +501,9 @@ pub(crate) fn manifests() -> Vec<Manifest> {
         root: bare_root,
         links: None,
         stats: Stats::default(),
+        parts: Vec::new(),
     };
-    vec![full, minimal]
+    vec![full, with_parts, minimal]
 }
 
 /// Packs with every blob kind and both compressions, and an empty one; the nonce is fixed for determinism.

@@ -32,7 +32,15 @@
 //!
 //! [accounts.alice]                       # backupfs backup/mount --account alice
 //! source = "/home/alice"                 # what `backup` reads when no SOURCE is given
-//! mountpoint = "/home/alice/admin/backup"  # where `mount` serves when no MOUNTPOINT is given
+//! mountpoint = "/home/alice/admin/backup"  # where `mount` serves when no MOUNTPOINT is given; never backed up
+//! exclude = ["**/cache/**", "*.tmp"]     # gitignore-like patterns, relative to source (and --exclude)
+//! user = "alice"                         # the account's OS user [default: the owner of source]
+//! mail = "/var/vmail/alice"              # Maildir root (<domain>/<mailbox>/{cur,new,tmp}), under mails/
+//! databases = [                          # one dump per database, under mysql/ and postgresql/
+//!   { engine = "mariadb", socket = "/run/mysqld/mysqld.sock", names = "discover" },
+//!   { engine = "postgresql", socket_dir = "/var/run/postgresql", port = 5432, names = ["alice_shop"],
+//!     timeout_s = 14400 },
+//! ]
 //! ```
 //!
 //! Unknown keys are errors (a misspelt `keep_dayly` must not silently keep nothing), reported with the file's
@@ -183,6 +191,134 @@ pub struct Retention {
 pub struct Account {
     pub source: Option<PathBuf>,
     pub mountpoint: Option<PathBuf>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    pub user: Option<String>,
+    pub mail: Option<PathBuf>,
+    #[serde(default)]
+    pub databases: Vec<DatabaseEntry>,
+}
+
+impl Account {
+    /// What a backup of this account holds besides its files (None: a flat snapshot, the files at the root).
+    /// The account's OS user is `user`, else the owner of `source`.
+    pub fn parts_plan(&self, source: &Path) -> Result<Option<crate::backup::PartsPlan>, String> {
+        use crate::backup::child::RunAs;
+        use std::os::unix::fs::MetadataExt;
+        if self.databases.is_empty() && self.mail.is_none() {
+            return Ok(None);
+        }
+        let user = match &self.user {
+            Some(name) => RunAs::by_name(name).map_err(|e| format!("user {name:?}: {e}"))?,
+            None => std::fs::metadata(source)
+                .and_then(|m| RunAs::by_uid(m.uid()))
+                .map_err(|e| {
+                    format!("{}: the account's user (its owner): {e}", source.display())
+                })?,
+        };
+        let databases = (self.databases.iter())
+            .map(DatabaseEntry::server)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(crate::backup::PartsPlan {
+            user,
+            databases,
+            mail: self.mail.clone(),
+        }))
+    }
+}
+
+/// One database server of an account: `{ engine = "mariadb" | "postgresql", ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseEntry {
+    pub engine: String,
+    /// MariaDB: the server's socket file [default /run/mysqld/mysqld.sock].
+    pub socket: Option<PathBuf>,
+    /// PostgreSQL: the directory of the server's socket [default /var/run/postgresql].
+    pub socket_dir: Option<PathBuf>,
+    /// PostgreSQL: the server's port, which names its socket file [default 5432].
+    pub port: Option<u16>,
+    /// "discover" (the default) or a list of names.
+    #[serde(default)]
+    pub names: DatabaseNames,
+    /// The longest one dump may take before its processes are killed and it is recorded as failed.
+    pub timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DatabaseNames {
+    Keyword(String),
+    List(Vec<String>),
+}
+
+impl Default for DatabaseNames {
+    fn default() -> Self {
+        DatabaseNames::Keyword("discover".into())
+    }
+}
+
+impl DatabaseEntry {
+    /// The server this entry names, with the defaults filled in; an error says which key is wrong.
+    pub fn server(&self) -> Result<crate::backup::dump::Server, String> {
+        use crate::backup::dump::{Engine, Names, Server, DEFAULT_TIMEOUT};
+        let engine = match self.engine.as_str() {
+            "mariadb" | "mysql" => Engine::MariaDb,
+            "postgresql" => Engine::PostgreSql,
+            other => {
+                return Err(format!(
+                    "engine {other:?} is not \"mariadb\" or \"postgresql\""
+                ))
+            }
+        };
+        let socket = match engine {
+            Engine::MariaDb if self.socket_dir.is_some() || self.port.is_some() => {
+                return Err(
+                    "mariadb takes `socket` (the socket file), not socket_dir or port".into(),
+                )
+            }
+            Engine::PostgreSql if self.socket.is_some() => {
+                return Err("postgresql takes `socket_dir` and `port`, not socket".into())
+            }
+            Engine::MariaDb => self
+                .socket
+                .clone()
+                .unwrap_or_else(|| "/run/mysqld/mysqld.sock".into()),
+            Engine::PostgreSql => self
+                .socket_dir
+                .clone()
+                .unwrap_or_else(|| "/var/run/postgresql".into()),
+        };
+        if !socket.is_absolute() {
+            return Err(format!("{} must be an absolute path", socket.display()));
+        }
+        let names = match &self.names {
+            DatabaseNames::Keyword(k) if k == "discover" => Names::Discover,
+            DatabaseNames::Keyword(k) => {
+                return Err(format!(
+                    "names = {k:?}: give \"discover\" or a list of database names"
+                ))
+            }
+            DatabaseNames::List(list) => {
+                if let Some(bad) = list.iter().find(|n| !crate::backup::dump::valid_name(n)) {
+                    return Err(format!("names: {bad:?} cannot be a dump's file name"));
+                }
+                Names::Listed(list.clone())
+            }
+        };
+        if self.timeout_s == Some(0) {
+            return Err("timeout_s must be at least 1".into());
+        }
+        Ok(Server {
+            engine,
+            socket,
+            port: self.port.unwrap_or(5432),
+            names,
+            timeout: self
+                .timeout_s
+                .map_or(DEFAULT_TIMEOUT, std::time::Duration::from_secs),
+        })
+    }
 }
 
 impl Config {
@@ -239,7 +375,17 @@ impl Config {
             valid_threads(n).map_err(|e| invalid(format!("mount.{e}")))?;
         }
         for (name, a) in &config.accounts {
-            for (key, p) in [("source", &a.source), ("mountpoint", &a.mountpoint)] {
+            for (i, db) in a.databases.iter().enumerate() {
+                db.server()
+                    .map_err(|e| invalid(format!("accounts.{name}.databases[{i}]: {e}")))?;
+            }
+            crate::backup::Excludes::new(&a.exclude)
+                .map_err(|e| invalid(format!("accounts.{name}.exclude: {e}")))?;
+            for (key, p) in [
+                ("source", &a.source),
+                ("mountpoint", &a.mountpoint),
+                ("mail", &a.mail),
+            ] {
                 if p.as_ref().is_some_and(|p| !p.is_absolute()) {
                     return Err(invalid(format!(
                         "accounts.{name}.{key} must be an absolute path"
