@@ -1,6 +1,7 @@
 //! Shared test support: temporary directories, the fixture generator, the CLI, and mounts that always unmount.
 #![allow(dead_code)]
 
+pub mod databases;
 pub mod fault_proxy;
 pub mod garage;
 pub mod s3repo;
