@@ -271,3 +271,370 @@ fn a_dump_is_one_consistent_snapshot_under_concurrent_writes() {
     assert_eq!(ok(db.pg_as(&alice, &shop2, sum)).trim(), "1000000");
     assert_eq!(ok(db.my_as(&alice, &wp2, sum)).trim(), "1000000");
 }
+
+/// The processes of OS user `uid`: (pid, comm).
+fn processes_of(uid: u32) -> Vec<(u32, String)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let owner = std::fs::metadata(e.path()).ok()?.uid();
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            (owner == uid).then(|| (pid, comm.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// Waits for a process `comm` of `uid` and checks that nothing secret reaches it: its environment holds only
+/// what backupfs sets, its command line no password option. Returns false if none appeared in time.
+fn inspect_dump_process(uid: u32, comm: &str) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Some((pid, _)) = processes_of(uid).into_iter().find(|(_, c)| c == comm) {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let keys: Vec<String> = environ
+                .split(|&b| b == 0)
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    String::from_utf8_lossy(v.split(|&b| b == b'=').next().unwrap()).into_owned()
+                })
+                .collect();
+            for k in &keys {
+                assert!(
+                    ["PATH", "HOME", "USER", "LOGNAME", "LC_ALL"].contains(&k.as_str()),
+                    "{comm} got {k} in its environment"
+                );
+            }
+            let cmdline = String::from_utf8_lossy(&cmdline).to_lowercase();
+            assert!(
+                !cmdline.contains("password=")
+                    && !cmdline.contains("\0-p")
+                    && !cmdline.contains("pwd"),
+                "{comm}: {cmdline}"
+            );
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+/// A dump killed mid-way, one past its deadline and one that exits 1: each leaves `<db>.sql.FAILED` and no
+/// `.sql`, the backup exits 3 naming them, the previous snapshot keeps its dumps, and nothing is left behind.
+#[test]
+fn failed_dumps_leave_notes_and_exit_3() {
+    let db = DbServers::start();
+    let alice = TestUser::new();
+    let a = alice.name.clone();
+    let (shop, locked, missing, big) = (
+        format!("{a}_shop"),
+        format!("{a}_locked"),
+        format!("{a}_missing"),
+        format!("{a}_big"),
+    );
+    db.add_account(&alice, &[&shop, &locked], &[&big]);
+    ok(db.pg_as(&alice, &shop, PG_SCHEMA));
+    ok(db.pg_as(
+        &alice,
+        &locked,
+        "CREATE TABLE t (i int); INSERT INTO t VALUES (1);",
+    ));
+    ok(db.my_as(&alice, &big, "CREATE TABLE big (i INT PRIMARY KEY, pad TEXT) ENGINE=InnoDB;
+        SET SESSION max_recursive_iterations = 10000000;
+        INSERT INTO big WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 400000)
+          SELECT i, REPEAT(MD5(i), 8) FROM s;"));
+
+    let t = TempDir::new("db-failures");
+    let repo = t.join("repo");
+    init_repo(&repo);
+    let cfg = config(
+        &t,
+        &repo,
+        &alice,
+        &[
+            my_entry(&db, "\"discover\"", ""),
+            pg_entry(&db, &format!("[{locked:?}]"), ", timeout_s = 2"),
+            pg_entry(&db, &format!("[{missing:?}, {shop:?}]"), ""),
+        ],
+    );
+    // The night before: everything there but the database that does not exist.
+    let (first, code) = backup_account(&cfg, &a);
+    assert_eq!(
+        (code, status(&first, &big), status(&first, &missing)),
+        (3, "ok".into(), "failed".into())
+    );
+
+    let (summary, code) = std::thread::scope(|s| {
+        // Someone holds a lock on alice_locked's table for longer than its dump's deadline.
+        s.spawn(|| {
+            db.pg_admin(
+                &locked,
+                "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(6); COMMIT;",
+            )
+        });
+        // The server drops the MariaDB dump's connection once it is streaming rows.
+        let killer = s.spawn(|| {
+            assert!(inspect_dump_process(alice.uid, "mariadb-dump"), "no mariadb-dump seen");
+            let find = format!(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = {:?} AND INFO LIKE '%FROM `big`%'",
+                alice.name
+            );
+            for _ in 0..2000 {
+                let id = db.my_admin(&find);
+                if let Some(id) = id.lines().next() {
+                    db.my_admin(&format!("KILL {id}"));
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            panic!("the dump's query never showed up");
+        });
+        let watcher = s.spawn(|| {
+            assert!(
+                inspect_dump_process(alice.uid, "pg_dump"),
+                "no pg_dump seen"
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let result = backup_account(&cfg, &a);
+        killer.join().unwrap();
+        watcher.join().unwrap();
+        result
+    });
+    assert_eq!(code, 3, "{summary}");
+    for (name, want) in [
+        (&big, "failed"),
+        (&locked, "failed"),
+        (&missing, "failed"),
+        (&shop, "ok"),
+    ] {
+        assert_eq!(status(&summary, name), want, "{name}: {summary}");
+        if want == "failed" {
+            let warned = summary["warning_messages"].as_array().unwrap().iter();
+            assert!(
+                warned.clone().any(|w| w
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("database {name}: dump failed"))),
+                "no warning names {name}: {summary}"
+            );
+        }
+    }
+
+    let m = Mount::with(&repo, &a, &t.join("mnt"), &["--allow-other"], &[]);
+    let latest = m.latest_in("");
+    assert_eq!(
+        listing(&latest.join("mysql")),
+        [format!("{big}.sql.FAILED")]
+    );
+    assert_eq!(
+        listing(&latest.join("postgresql")),
+        [
+            format!("{locked}.sql.FAILED"),
+            format!("{missing}.sql.FAILED"),
+            format!("{shop}.sql")
+        ]
+    );
+    let note = |f: String| std::fs::read_to_string(latest.join(f)).unwrap();
+    assert!(note(format!("postgresql/{locked}.sql.FAILED")).contains("timed out after 2 s"));
+    assert!(note(format!("postgresql/{missing}.sql.FAILED")).contains("exit status 1"));
+    let killed = note(format!("mysql/{big}.sql.FAILED"));
+    assert!(
+        killed.contains("reason: exit status") && killed.contains("time: "),
+        "{killed}"
+    );
+    // The night before is untouched.
+    let days: Vec<String> = listing(&m.path)
+        .into_iter()
+        .filter(|d| d != "latest")
+        .collect();
+    let older = m.path.join(&days[0]);
+    assert_ne!(older, latest);
+    assert_eq!(listing(&older.join("mysql")), [format!("{big}.sql")]);
+    drop(m);
+    check_clean(&repo);
+    assert!(
+        processes_of(alice.uid).is_empty(),
+        "left running: {:?}",
+        processes_of(alice.uid)
+    );
+}
+
+/// The server keeps one account out of another's databases, whatever the configuration says; a shared mount
+/// keeps one account out of another's dumps.
+#[test]
+fn accounts_are_isolated_by_the_server_and_the_mount() {
+    let db = DbServers::start();
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let (a, b) = (alice.name.clone(), bob.name.clone());
+    let (alice_wp, bob_blog) = (format!("{a}_wp"), format!("{b}_blog"));
+    db.add_account(&alice, &[&alice_wp], &[&alice_wp]);
+    db.add_account(&bob, &[&bob_blog], &[&bob_blog]);
+    ok(db.pg_as(
+        &bob,
+        &bob_blog,
+        "CREATE TABLE secret (s text); INSERT INTO secret VALUES ('bob-only');",
+    ));
+    ok(db.my_as(
+        &bob,
+        &bob_blog,
+        "CREATE TABLE secret (s text); INSERT INTO secret VALUES ('bob-only');",
+    ));
+
+    let t = TempDir::new("db-isolation");
+    let repo = t.join("repo");
+    init_repo(&repo);
+    let names = format!("[{alice_wp:?}, {bob_blog:?}]");
+    let cfg = config(
+        &t,
+        &repo,
+        &alice,
+        &[pg_entry(&db, &names, ""), my_entry(&db, &names, "")],
+    );
+    let (summary, code) = backup_account(&cfg, &a);
+    assert_eq!(code, 3);
+    assert_eq!(status(&summary, &alice_wp), "ok");
+    let failures: Vec<&serde_json::Value> = summary["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["name"] == bob_blog.as_str())
+        .collect();
+    assert_eq!(failures.len(), 2);
+    assert!(
+        failures.iter().all(|d| d["status"] == "failed"),
+        "{summary}"
+    );
+    // Discovery as alice lists alice's databases only.
+    let cfg_discover = config(
+        &t,
+        &repo,
+        &alice,
+        &[
+            pg_entry(&db, "\"discover\"", ""),
+            my_entry(&db, "\"discover\"", ""),
+        ],
+    );
+    let (discovered, code) = backup_account(&cfg_discover, &a);
+    assert_eq!(code, 0, "{discovered}");
+    let found: Vec<&str> = discovered["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(found, [alice_wp.as_str(), alice_wp.as_str()]);
+    let cfg_bob = config(&t, &repo, &bob, &[pg_entry(&db, "\"discover\"", "")]);
+    backup_account(&cfg_bob, &b);
+
+    // One mount of every account, as an NFS re-export would serve: each reads only its own dumps.
+    let m = mount_args(&repo, &["--allow-other"], &t.join("mnt"));
+    let alice_dump = m.latest_in(&a).join(format!("postgresql/{alice_wp}.sql"));
+    let bob_dump = m.latest_in(&b).join(format!("postgresql/{bob_blog}.sql"));
+    let by = |u: &TestUser, p: &Path| u.run("cat", &[p.as_os_str()]);
+    let denied = by(&bob, &alice_dump);
+    assert!(
+        !denied.status.success()
+            && String::from_utf8_lossy(&denied.stderr).contains("Permission denied")
+    );
+    assert!(by(&alice, &alice_dump).status.success());
+    let own = by(&bob, &bob_dump);
+    assert!(String::from_utf8_lossy(&own.stdout).contains("bob-only"));
+    assert!(!by(&alice, &bob_dump).status.success());
+}
+
+/// A night of small changes adds a small part of the dumps (figures printed for the notes).
+#[test]
+fn a_small_change_adds_little() {
+    let db = DbServers::start();
+    let alice = TestUser::new();
+    let a = alice.name.clone();
+    let (shop, wp) = (format!("{a}_shop"), format!("{a}_wp"));
+    db.add_account(&alice, &[&shop], &[&wp]);
+    ok(db.pg_as(&alice, &shop, "CREATE TABLE orders (id int PRIMARY KEY, customer text, note text);
+        INSERT INTO orders SELECT i, 'customer ' || (i % 977), repeat(md5(i::text), 4) FROM generate_series(1, 200000) i;"));
+    ok(db.my_as(&alice, &wp, "CREATE TABLE posts (id INT PRIMARY KEY, title TEXT, body TEXT) ENGINE=InnoDB;
+        SET SESSION max_recursive_iterations = 10000000;
+        INSERT INTO posts WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 200000)
+          SELECT i, CONCAT('title ', i), REPEAT(MD5(i), 4) FROM s;"));
+    let t = TempDir::new("db-dedup");
+    let repo = t.join("repo");
+    init_repo(&repo);
+    let cfg = config(
+        &t,
+        &repo,
+        &alice,
+        &[
+            pg_entry(&db, "\"discover\"", ""),
+            my_entry(&db, "\"discover\"", ""),
+        ],
+    );
+    let (first, _) = backup_account(&cfg, &a);
+    // A day on a small site: a few orders edited, new ones, a comment deleted, a post edited.
+    ok(db.pg_as(
+        &alice,
+        &shop,
+        "UPDATE orders SET note = 'refunded' WHERE id IN (150000, 150001, 150002);
+        INSERT INTO orders SELECT i, 'new', 'n' FROM generate_series(200001, 200050) i;",
+    ));
+    ok(db.my_as(
+        &alice,
+        &wp,
+        "UPDATE posts SET title = 'edited' WHERE id IN (100000, 100001);
+        DELETE FROM posts WHERE id = 100005; INSERT INTO posts VALUES (200001, 'new', 'body');",
+    ));
+    let (second, _) = backup_account(&cfg, &a);
+    let dump_bytes: u64 = second["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["bytes"].as_u64().unwrap())
+        .sum();
+    let added = second["bytes_added"].as_u64().unwrap();
+    eprintln!(
+        "dumps {dump_bytes} bytes (first backup added {}), the night's changes added {added} bytes ({:.1}% of the dumps)",
+        first["bytes_added"],
+        100.0 * added as f64 / dump_bytes as f64
+    );
+    assert!(dump_bytes > 50_000_000, "{second}");
+    assert!(
+        added * 5 < dump_bytes,
+        "a small change added {added} of {dump_bytes} bytes"
+    );
+}
+
+/// A dump larger than 1 GB streams through with the backup's memory bounded (its peak resident set).
+#[test]
+fn a_1_gb_dump_streams_in_bounded_memory() {
+    let db = DbServers::start();
+    let alice = TestUser::new();
+    let a = alice.name.clone();
+    let big = format!("{a}_big");
+    db.add_account(&alice, &[&big], &[]);
+    ok(db.pg_as(&alice, &big, "CREATE TABLE big AS SELECT i, repeat(md5(i::text), 10) AS pad FROM generate_series(1, 3300000) i;"));
+    let t = TempDir::new("db-1gb");
+    let repo = t.join("repo");
+    init_repo(&repo);
+    let cfg = config(&t, &repo, &alice, &[pg_entry(&db, "\"discover\"", "")]);
+    let (summary, code) = backup_account(&cfg, &a);
+    assert_eq!(code, 0, "{summary}");
+    let d = &summary["databases"][0];
+    let (bytes, secs) = (
+        d["bytes"].as_u64().unwrap(),
+        d["duration_s"].as_f64().unwrap(),
+    );
+    let peak = summary["peak_rss_kib"].as_u64().unwrap();
+    eprintln!(
+        "dump of {bytes} bytes in {secs:.1} s ({:.0} MB/s), backup peak RSS {} MiB",
+        bytes as f64 / secs / 1e6,
+        peak / 1024
+    );
+    assert!(bytes > 1_000_000_000, "{summary}");
+    assert!(
+        peak < 400 * 1024,
+        "peak RSS {peak} KiB while streaming {bytes} bytes"
+    );
+}
