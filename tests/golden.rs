@@ -90,3 +90,10 @@ fn the_golden_pack_indexes_attach_a_new_machine_identically() {
         },
     );
 }
+
+/// fixtures/golden-parts/ (fixtures/make_golden_parts.sh, run once): manifest version 2, a snapshot with parts
+/// (files/, mails/, a PostgreSQL dump and a failure note) beside an older flat snapshot of the same account.
+#[test]
+fn the_golden_snapshot_with_parts_still_mounts_identically() {
+    assert_mounts_as_recorded("golden-parts", &["2026-11-28", "2026-11-29"]);
+}
