@@ -10,7 +10,10 @@
 //!   commits snapshots in a crash-safe order. Its `StateDir` holds every local path (index, locks, caches): the
 //!   repository directory itself, or a per-machine state directory that follows a store several machines share
 //!   (synced from listings; ordinals assigned under a commit lease made of PUT, LIST and DELETE).
-//! - `backup`: the backup command (walk, chunk, store, commit).
+//! - `backup`: the backup command (walk, chunk, store, commit). An account with databases or mail gets a snapshot
+//!   with parts (`backup::parts`): the files, the Maildir and one dump per database, each dump streamed from a
+//!   program run as the account's own user (`backup::child`), so that the database server's authentication, not
+//!   backupfs, keeps accounts apart; below the root it is ordinary trees, so nothing above `backup` changes.
 //! - `prune`, `check`, `repair`: retention and garbage collection, verification, index rebuild. The locking
 //!   scheme that lets them run beside backups and mounts is in `prune` and in the format spec.
 //! - `vfs`: the browsable view of snapshots (names, inode numbers, lookups, reads), testable without FUSE.
