@@ -529,6 +529,25 @@ fn accounts_are_isolated_by_the_server_and_the_mount() {
     assert_eq!(found, [alice_wp.as_str(), alice_wp.as_str()]);
     let cfg_bob = config(&t, &repo, &bob, &[pg_entry(&db, "\"discover\"", "")]);
     backup_account(&cfg_bob, &b);
+    // An account the servers do not know: authentication refused, for discovery and for a named database.
+    let carol = TestUser::new();
+    let cfg_carol = config(
+        &t,
+        &repo,
+        &carol,
+        &[
+            pg_entry(&db, "\"discover\"", ""),
+            my_entry(&db, "[\"x_db\"]", ""),
+        ],
+    );
+    let (refused, code) = backup_account(&cfg_carol, &carol.name);
+    assert_eq!(code, 3, "{refused}");
+    assert_eq!(status(&refused, "x_db"), "failed");
+    let warnings = refused["warning_messages"].to_string();
+    assert!(
+        warnings.contains("listing the databases as") && warnings.contains("x_db"),
+        "{warnings}"
+    );
 
     // One mount of every account, as an NFS re-export would serve: each reads only its own dumps.
     let m = mount_args(&repo, &["--allow-other"], &t.join("mnt"));

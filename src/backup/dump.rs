@@ -394,6 +394,47 @@ mod tests {
     }
 
     #[test]
+    fn only_a_clean_exit_with_the_end_of_dump_line_is_trusted() {
+        use std::os::unix::process::ExitStatusExt;
+        let done = |raw: i32, timed_out: bool| Finished {
+            status: std::process::ExitStatus::from_raw(raw),
+            timed_out,
+            stderr_tail: "pg_dump: error: connection lost\n".into(),
+        };
+        let deadline = Duration::from_secs(5);
+        let complete = b"...\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abc\n";
+        let cut = b"COPY public.t (i) FROM stdin;\n1\n2\n\\.\n";
+        let read = Ok(100);
+        let pg = Engine::PostgreSql;
+        assert_eq!(
+            failure(pg, &done(0, false), deadline, complete, &read),
+            None
+        );
+        let why = failure(pg, &done(0, false), deadline, cut, &read).unwrap();
+        assert!(why.contains("incomplete"), "{why}");
+        let why = failure(pg, &done(1 << 8, false), deadline, complete, &read).unwrap();
+        assert_eq!(why, "exit status 1: pg_dump: error: connection lost");
+        let why = failure(pg, &done(9, false), deadline, complete, &read).unwrap();
+        assert!(why.starts_with("killed by signal 9"), "{why}");
+        let why = failure(pg, &done(9, true), deadline, cut, &read).unwrap();
+        assert!(why.starts_with("timed out after 5 s"), "{why}");
+        let broken: io::Result<u64> = Err(io::Error::other("pipe"));
+        assert!(failure(pg, &done(0, false), deadline, complete, &broken).is_some());
+        let my = Engine::MariaDb;
+        assert!(failure(my, &done(0, false), deadline, complete, &read).is_some());
+        assert_eq!(
+            failure(
+                my,
+                &done(0, false),
+                deadline,
+                b"\n-- Dump completed\n",
+                &read
+            ),
+            None
+        );
+    }
+
+    #[test]
     fn tail_keeps_the_end() {
         let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
         let mut t = Tail {

@@ -74,6 +74,11 @@ pub(crate) fn list_snapshots(repo: &Repository, account: Option<&str>, json: boo
                     "time": naming::rfc3339_utc(m.time), "hostname": m.hostname,
                     "source": String::from_utf8_lossy(&m.source), "files": m.stats.files,
                     "dirs": m.stats.dirs, "file_bytes": m.stats.file_bytes, "added_bytes": m.stats.added_bytes,
+                    "layout": if m.has_parts() { "parts" } else { "flat" },
+                    "parts": m.parts.iter().map(|p| serde_json::json!({
+                        "kind": p.kind.label(), "name": p.name, "status": if p.failed { "failed" } else { "ok" },
+                        "bytes": p.bytes, "duration_s": p.duration_ms as f64 / 1000.0,
+                    })).collect::<Vec<_>>(),
                 })
             })
             .collect();
