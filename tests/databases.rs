@@ -58,6 +58,44 @@ fn backup_account(config: &Path, account: &str) -> (serde_json::Value, i32) {
     (serde_json::from_slice(&out.stdout).unwrap(), code)
 }
 
+/// A new repository in a new temporary directory.
+fn new_repo(label: &str) -> (TempDir, PathBuf) {
+    let t = TempDir::new(label);
+    let repo = t.join("repo");
+    init_repo(&repo);
+    (t, repo)
+}
+
+/// Both servers, every database the account's user has.
+fn discover_both(db: &DbServers) -> [String; 2] {
+    [
+        pg_entry(db, "\"discover\"", ""),
+        my_entry(db, "\"discover\"", ""),
+    ]
+}
+
+/// Loads the dumps of `shop` (PostgreSQL) and `wp` (MariaDB) from the snapshot at `latest` into new databases
+/// `<name>2`, as `user` with each server's own client reading through the mount; returns their names.
+fn restore(
+    db: &DbServers,
+    user: &TestUser,
+    latest: &Path,
+    shop: &str,
+    wp: &str,
+) -> (String, String) {
+    let (shop2, wp2) = (format!("{shop}2"), format!("{wp}2"));
+    db.pg_admin(
+        "postgres",
+        &format!("CREATE DATABASE {shop2} OWNER {}", user.name),
+    );
+    let pg_dump = latest.join(format!("postgresql/{shop}.sql"));
+    ok(db.pg_as(user, &shop2, &format!("\\i {}", pg_dump.display())));
+    ok(db.my_as(user, wp, &format!("CREATE DATABASE {wp2}")));
+    let my_dump = latest.join(format!("mysql/{wp}.sql"));
+    ok(db.my_as(user, &wp2, &format!("source {}", my_dump.display())));
+    (shop2, wp2)
+}
+
 fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
@@ -129,18 +167,8 @@ fn round_trip_through_the_mount_with_each_servers_own_client() {
         ok(db.my_as(&alice, &wp, MY_CHECKSUM)),
     );
 
-    let t = TempDir::new("db-roundtrip");
-    let repo = t.join("repo");
-    init_repo(&repo);
-    let cfg = config(
-        &t,
-        &repo,
-        &alice,
-        &[
-            pg_entry(&db, "\"discover\"", ""),
-            my_entry(&db, "\"discover\"", ""),
-        ],
-    );
+    let (t, repo) = new_repo("db-roundtrip");
+    let cfg = config(&t, &repo, &alice, &discover_both(&db));
     let (summary, code) = backup_account(&cfg, a);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["layout"], "parts");
@@ -163,12 +191,7 @@ fn round_trip_through_the_mount_with_each_servers_own_client() {
     assert!(!text.contains("-- Dumped on") && text.contains("COPY public.items"));
 
     // Restore as the account's user, reading the dumps through the mount, into new databases.
-    let (shop2, wp2) = (format!("{a}_shop2"), format!("{a}_wp2"));
-    db.pg_admin("postgres", &format!("CREATE DATABASE {shop2} OWNER {a}"));
-    ok(db.pg_as(&alice, &shop2, &format!("\\i {}", dump.display())));
-    ok(db.my_as(&alice, &wp, &format!("CREATE DATABASE {wp2}")));
-    let my_dump = latest.join(format!("mysql/{wp}.sql"));
-    ok(db.my_as(&alice, &wp2, &format!("source {}", my_dump.display())));
+    let (shop2, wp2) = restore(&db, &alice, &latest, &shop, &wp);
     let after = (
         ok(db.pg_as(&alice, &shop2, PG_CHECKSUM)),
         ok(db.my_as(&alice, &wp2, MY_CHECKSUM)),
@@ -210,18 +233,8 @@ fn a_dump_is_one_consistent_snapshot_under_concurrent_writes() {
           SELECT i, REPEAT(MD5(i), 10) FROM s;", setup.replace("bigint)", "bigint) ENGINE=InnoDB"))));
     let transfer = "BEGIN; UPDATE a_from SET amount = amount - 7; UPDATE z_to SET amount = amount + 7; COMMIT;";
 
-    let t = TempDir::new("db-consistent");
-    let repo = t.join("repo");
-    init_repo(&repo);
-    let cfg = config(
-        &t,
-        &repo,
-        &alice,
-        &[
-            pg_entry(&db, "\"discover\"", ""),
-            my_entry(&db, "\"discover\"", ""),
-        ],
-    );
+    let (t, repo) = new_repo("db-consistent");
+    let cfg = config(&t, &repo, &alice, &discover_both(&db));
     let stop = AtomicBool::new(false);
     let transfers = AtomicU64::new(0);
     let summary = std::thread::scope(|s| {
@@ -248,25 +261,7 @@ fn a_dump_is_one_consistent_snapshot_under_concurrent_writes() {
 
     let m = Mount::with(&repo, &a, &t.join("mnt"), &["--allow-other"], &[]);
     let latest = m.latest_in("");
-    let (shop2, wp2) = (format!("{a}_shop2"), format!("{a}_wp2"));
-    db.pg_admin("postgres", &format!("CREATE DATABASE {shop2} OWNER {a}"));
-    ok(db.pg_as(
-        &alice,
-        &shop2,
-        &format!(
-            "\\i {}",
-            latest.join(format!("postgresql/{shop}.sql")).display()
-        ),
-    ));
-    ok(db.my_as(&alice, &wp, &format!("CREATE DATABASE {wp2}")));
-    ok(db.my_as(
-        &alice,
-        &wp2,
-        &format!(
-            "source {}",
-            latest.join(format!("mysql/{wp}.sql")).display()
-        ),
-    ));
+    let (shop2, wp2) = restore(&db, &alice, &latest, &shop, &wp);
     let sum = "SELECT (SELECT amount FROM a_from) + (SELECT amount FROM z_to)";
     assert_eq!(ok(db.pg_as(&alice, &shop2, sum)).trim(), "1000000");
     assert_eq!(ok(db.my_as(&alice, &wp2, sum)).trim(), "1000000");
@@ -285,6 +280,18 @@ fn processes_of(uid: u32) -> Vec<(u32, String)> {
             (owner == uid).then(|| (pid, comm.trim().to_owned()))
         })
         .collect()
+}
+
+/// The name of a file the test process opens without close-on-exec, so that backupfs inherits it: the dump
+/// programs, which run as the account, must not.
+const LEAKED: &str = "inherited-by-backupfs";
+
+fn leaked_file(dir: &Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::create(dir.join(LEAKED)).unwrap();
+    // SAFETY: clears FD_CLOEXEC on a descriptor this function owns; no memory is involved.
+    unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFD, 0) };
+    f
 }
 
 /// Waits for a process `comm` of `uid` and checks that nothing secret reaches it: its environment holds only
@@ -306,6 +313,18 @@ fn inspect_dump_process(uid: u32, comm: &str) -> bool {
                 assert!(
                     ["PATH", "HOME", "USER", "LOGNAME", "LC_ALL"].contains(&k.as_str()),
                     "{comm} got {k} in its environment"
+                );
+            }
+            // No descriptor of backupfs's: the test leaves one open without close-on-exec (`leaked_file`).
+            for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+            {
+                let target = std::fs::read_link(fd.unwrap().path()).unwrap_or_default();
+                assert!(
+                    !target.ends_with(LEAKED),
+                    "{comm} inherited {}",
+                    target.display()
                 );
             }
             let cmdline = String::from_utf8_lossy(&cmdline).to_lowercase();
@@ -347,9 +366,7 @@ fn failed_dumps_leave_notes_and_exit_3() {
         INSERT INTO big WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 400000)
           SELECT i, REPEAT(MD5(i), 8) FROM s;"));
 
-    let t = TempDir::new("db-failures");
-    let repo = t.join("repo");
-    init_repo(&repo);
+    let (t, repo) = new_repo("db-failures");
     let cfg = config(
         &t,
         &repo,
@@ -367,6 +384,7 @@ fn failed_dumps_leave_notes_and_exit_3() {
         (3, "ok".into(), "failed".into())
     );
 
+    let _leaked = leaked_file(t.path());
     let (summary, code) = std::thread::scope(|s| {
         // Someone holds a lock on alice_locked's table for longer than its dump's deadline.
         s.spawn(|| {
@@ -484,9 +502,7 @@ fn accounts_are_isolated_by_the_server_and_the_mount() {
         "CREATE TABLE secret (s text); INSERT INTO secret VALUES ('bob-only');",
     ));
 
-    let t = TempDir::new("db-isolation");
-    let repo = t.join("repo");
-    init_repo(&repo);
+    let (t, repo) = new_repo("db-isolation");
     let names = format!("[{alice_wp:?}, {bob_blog:?}]");
     let cfg = config(
         &t,
@@ -509,15 +525,7 @@ fn accounts_are_isolated_by_the_server_and_the_mount() {
         "{summary}"
     );
     // Discovery as alice lists alice's databases only.
-    let cfg_discover = config(
-        &t,
-        &repo,
-        &alice,
-        &[
-            pg_entry(&db, "\"discover\"", ""),
-            my_entry(&db, "\"discover\"", ""),
-        ],
-    );
+    let cfg_discover = config(&t, &repo, &alice, &discover_both(&db));
     let (discovered, code) = backup_account(&cfg_discover, &a);
     assert_eq!(code, 0, "{discovered}");
     let found: Vec<&str> = discovered["databases"]
@@ -579,18 +587,8 @@ fn a_small_change_adds_little() {
         SET SESSION max_recursive_iterations = 10000000;
         INSERT INTO posts WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 200000)
           SELECT i, CONCAT('title ', i), REPEAT(MD5(i), 4) FROM s;"));
-    let t = TempDir::new("db-dedup");
-    let repo = t.join("repo");
-    init_repo(&repo);
-    let cfg = config(
-        &t,
-        &repo,
-        &alice,
-        &[
-            pg_entry(&db, "\"discover\"", ""),
-            my_entry(&db, "\"discover\"", ""),
-        ],
-    );
+    let (t, repo) = new_repo("db-dedup");
+    let cfg = config(&t, &repo, &alice, &discover_both(&db));
     let (first, _) = backup_account(&cfg, &a);
     // A day on a small site: a few orders edited, new ones, a comment deleted, a post edited.
     ok(db.pg_as(
@@ -634,9 +632,7 @@ fn a_1_gb_dump_streams_in_bounded_memory() {
     let big = format!("{a}_big");
     db.add_account(&alice, &[&big], &[]);
     ok(db.pg_as(&alice, &big, "CREATE TABLE big AS SELECT i, repeat(md5(i::text), 10) AS pad FROM generate_series(1, 3300000) i;"));
-    let t = TempDir::new("db-1gb");
-    let repo = t.join("repo");
-    init_repo(&repo);
+    let (t, repo) = new_repo("db-1gb");
     let cfg = config(&t, &repo, &alice, &[pg_entry(&db, "\"discover\"", "")]);
     let (summary, code) = backup_account(&cfg, &a);
     assert_eq!(code, 0, "{summary}");

@@ -104,6 +104,21 @@ fn maildir_flag_change_costs_no_data_and_no_read() {
     let added = second["bytes_added"].as_u64().unwrap();
     assert!(added < 4096, "a rename stored {added} bytes: {second}");
 
+    // The manifest records the parts; `snapshots --json` shows them.
+    let out = bin()
+        .arg("snapshots")
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[1]["layout"], "parts");
+    let kinds: Vec<&str> = (listed[1]["parts"].as_array().unwrap().iter())
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["files", "mail"]);
+
     let m = Mount::new(&repo, "alice", &t.join("mnt"));
     let latest = m.latest_in("");
     let names: Vec<String> = std::fs::read_dir(&latest)
@@ -270,4 +285,71 @@ fn sqlite_in_wal_mode_is_stored_whole() {
         })
         .count();
     assert_eq!(leftovers, 0);
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn new(at: PathBuf) -> Self {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+            .arg(&at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs at {}", at.display());
+        Tmpfs(at)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Files and mail on two filesystems whose hardlinked inodes have the same numbers: the snapshot's hardlink
+/// table is keyed by inode number, so mail's group must not be joined to the files' (it would show the files'
+/// content under the mail's names).
+#[test]
+fn hardlinks_of_mail_on_another_filesystem_keep_their_own_content() {
+    use std::os::unix::fs::MetadataExt;
+    let t = TempDir::new("parts-links");
+    let home = Tmpfs::new(t.join("home"));
+    let vmail = Tmpfs::new(t.join("vmail"));
+    for (root, text) in [(&home.0, "home's"), (&vmail.0, "mail's")] {
+        std::fs::create_dir(root.join("d")).unwrap();
+        write(&root.join("d/a"), format!("{text} content\n").as_bytes());
+        std::fs::hard_link(root.join("d/a"), root.join("d/b")).unwrap();
+    }
+    let ino = |p: PathBuf| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(
+        ino(home.0.join("d/a")),
+        ino(vmail.0.join("d/a")),
+        "two fresh tmpfs no longer number inodes alike: this test proves nothing"
+    );
+    let repo = t.join("repo");
+    init_repo(&repo);
+    let cfg = config(
+        &t,
+        &repo,
+        "alice",
+        &home.0,
+        &format!("mail = {:?}", vmail.0),
+    );
+    backup_with(&cfg, "alice", &[]);
+    let m = Mount::new(&repo, "alice", &t.join("mnt"));
+    let latest = m.latest_in("");
+    for (part, text) in [("files", "home's"), ("mails", "mail's")] {
+        for name in ["a", "b"] {
+            let got = std::fs::read_to_string(latest.join(format!("{part}/d/{name}"))).unwrap();
+            assert_eq!(got, format!("{text} content\n"), "{part}/d/{name}");
+        }
+    }
+    let (files_a, mails_a) = (latest.join("files/d/a"), latest.join("mails/d/a"));
+    assert_ne!(ino(files_a.clone()), ino(mails_a));
+    assert_eq!(ino(files_a), ino(latest.join("files/d/b")));
+    drop(m);
 }

@@ -155,6 +155,21 @@ pub fn spawn(
     if user.uid != current_uid() {
         cmd.uid(user.uid).gid(user.gid);
     }
+    // The program runs as the account, which may inspect its own processes: it must not inherit a descriptor
+    // of backupfs's (a repository file, or one backupfs itself inherited without close-on-exec).
+    // SAFETY: the closure runs in the child between fork and exec and makes one async-signal-safe system call;
+    // marking descriptors close-on-exec (not closing them) leaves std's own exec-error pipe working.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            Ok(())
+        });
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| io::Error::new(e.kind(), format!("starting {program}: {e}")))?;

@@ -14,7 +14,7 @@ mod store;
 mod walk;
 
 use crate::format::manifest::{valid_account, Manifest};
-use crate::format::tree::{Entry, EntryKind, Payload, Timestamp};
+use crate::format::tree::{Entry, Payload, Timestamp};
 use crate::format::{BlobId, LinksId, SnapshotId};
 use crate::repo::{commit_snapshot, RepoError, Repository};
 pub use exclude::Excludes;
@@ -297,25 +297,12 @@ fn previous_snapshot(
     }))
 }
 
+/// The manifest's root entry: the source directory's metadata, named "" (SPEC.md), over `tree`.
 fn root_entry(
     path: &Path,
     meta: &std::fs::Metadata,
     tree: crate::format::TreeId,
     descendants: u64,
 ) -> Entry {
-    Entry {
-        name: Vec::new(),
-        kind: EntryKind::Dir,
-        flags: 0,
-        mode: meta.mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        size: meta.len(),
-        mtime: source::mtime(meta),
-        ctime: source::ctime(meta),
-        source_ino: meta.ino(),
-        rdev: 0,
-        xattrs: source::xattrs(path).unwrap_or_default(),
-        payload: Payload::Dir { tree, descendants },
-    }
+    parts::dir_entry(path, meta, b"", tree, descendants)
 }

@@ -81,7 +81,7 @@ pub fn walk_parts(
     walker.number_entry();
     let prev = previous.files.and_then(|t| walker.previous_dir(source, t));
     let (tree, descendants) = walker.walk_dir(source, prev)?;
-    let files = named_dir(source_meta, b"files", tree, descendants);
+    let files = dir_entry(source, source_meta, b"files", tree, descendants);
     walker.count(&files);
     parts.push(part(
         PartKind::Files,
@@ -139,8 +139,15 @@ fn subtree_size(e: &Entry) -> u64 {
     }
 }
 
-/// A directory entry named `name` with the metadata of the directory at the walk's root.
-fn named_dir(meta: &std::fs::Metadata, name: &[u8], tree: TreeId, descendants: u64) -> Entry {
+/// An entry named `name` for the directory at `path` (a walk's root), with its metadata and extended
+/// attributes, over `tree`.
+pub(super) fn dir_entry(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    name: &[u8],
+    tree: TreeId,
+    descendants: u64,
+) -> Entry {
     Entry {
         name: name.to_vec(),
         kind: EntryKind::Dir,
@@ -153,7 +160,7 @@ fn named_dir(meta: &std::fs::Metadata, name: &[u8], tree: TreeId, descendants: u
         ctime: super::source::ctime(meta),
         source_ino: meta.ino(),
         rdev: 0,
-        xattrs: Vec::new(),
+        xattrs: super::source::xattrs(path).unwrap_or_default(),
         payload: Payload::Dir { tree, descendants },
     }
 }
@@ -215,7 +222,7 @@ fn walk_mail(
     (walker.root_dev, walker.excludes) = saved;
     match walked {
         Ok((tree, descendants)) => {
-            let entry = named_dir(&meta, b"mails", tree, descendants);
+            let entry = dir_entry(mail, &meta, b"mails", tree, descendants);
             walker.count(&entry);
             root.push(entry);
             Ok(true)

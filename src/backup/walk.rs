@@ -99,9 +99,20 @@ pub struct Walker<'w, 's, 'r> {
     pub maildir: bool,
     /// Siblings of an SQLite database stored through its online backup (`-wal`, `-shm`): not stored as files.
     skip: std::collections::HashSet<std::path::PathBuf>,
-    /// Hardlinked inodes seen so far: DFS number of the first path, paths counted, content of the first path
-    /// (files only).
-    links: HashMap<u64, (u64, u32, Vec<Extent>)>,
+    /// Hardlinked inodes seen so far, by inode number (what the hardlink table records).
+    links: HashMap<u64, LinkGroup>,
+}
+
+/// The paths of one hardlinked inode met so far.
+struct LinkGroup {
+    /// The filesystem of the inode: a part walked on another filesystem (mail) may reuse the number.
+    dev: u64,
+    /// DFS number of the first path.
+    dfs: u64,
+    /// Paths counted.
+    count: u32,
+    /// Content of the first path (files only).
+    extents: Vec<Extent>,
 }
 
 impl<'w, 's, 'r> Walker<'w, 's, 'r> {
@@ -289,12 +300,17 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
                 return Ok(None);
             }
         }
-        if !matches!(kind, EntryKind::File | EntryKind::Dir) && meta.nlink() > 1 {
+        if !matches!(kind, EntryKind::File | EntryKind::Dir) && self.joins_link_group(&meta) {
             // Hard links of symlinks, FIFOs, sockets and devices are kept as files' are: `cp -a` keeps them.
             entry.flags |= FLAG_HARDLINK;
             (self.links.entry(meta.ino()))
-                .and_modify(|(_, count, _)| *count += 1)
-                .or_insert((dfs, 1, Vec::new()));
+                .and_modify(|g| g.count += 1)
+                .or_insert(LinkGroup {
+                    dev: meta.dev(),
+                    dfs,
+                    count: 1,
+                    extents: Vec::new(),
+                });
         }
         self.count(&entry);
         Ok(Some(entry))
@@ -363,12 +379,13 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
         unchanged: Option<&Entry>,
         entry: &mut Entry,
     ) -> Result<Payload, EntryError> {
-        if meta.nlink() > 1 {
+        let linked = self.joins_link_group(meta);
+        if linked {
             entry.flags |= FLAG_HARDLINK;
-            if let Some((_, count, extents)) = self.links.get_mut(&meta.ino()) {
-                *count += 1;
+            if let Some(group) = self.links.get_mut(&meta.ino()) {
+                group.count += 1;
                 return Ok(Payload::File {
-                    extents: extents.clone(),
+                    extents: group.extents.clone(),
                 });
             }
         }
@@ -399,8 +416,14 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
             }
             _ => self.read_consistent(path, meta, entry)?,
         };
-        if meta.nlink() > 1 {
-            self.links.insert(meta.ino(), (dfs, 1, extents.clone()));
+        if linked {
+            let group = LinkGroup {
+                dev: meta.dev(),
+                dfs,
+                count: 1,
+                extents: extents.clone(),
+            };
+            self.links.insert(meta.ino(), group);
         }
         Ok(Payload::File { extents })
     }
@@ -574,16 +597,23 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
         dfs
     }
 
+    /// Whether an entry is a path of a hardlinked inode the snapshot records as such. The table is keyed by
+    /// inode number alone, so an inode of another filesystem (the mail part's) whose number a group of the
+    /// first one already holds is stored as an ordinary file rather than joined to that group.
+    fn joins_link_group(&self, meta: &Metadata) -> bool {
+        meta.nlink() > 1 && (self.links.get(&meta.ino())).is_none_or(|g| g.dev == meta.dev())
+    }
+
     /// The hardlink table of the snapshot: only inodes that appear under two or more paths.
     pub fn link_table(&self) -> LinkTable {
         let mut links: Vec<Link> = self
             .links
             .iter()
-            .filter(|(_, (_, count, _))| *count >= 2)
-            .map(|(&source_ino, &(dfs, nlink, _))| Link {
+            .filter(|(_, g)| g.count >= 2)
+            .map(|(&source_ino, g)| Link {
                 source_ino,
-                dfs,
-                nlink,
+                dfs: g.dfs,
+                nlink: g.count,
             })
             .collect();
         links.sort_by_key(|l| l.source_ino);

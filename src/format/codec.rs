@@ -120,22 +120,7 @@ impl<'a> Reader<'a> {
 
     /// Checks an object's 8-byte magic and u32 version, the first fields of every object.
     pub fn header(&mut self, magic: [u8; 8], supported: u32) -> Result<(), FormatError> {
-        let found = self.array::<8>()?;
-        if found != magic {
-            return Err(FormatError::BadMagic {
-                object: self.object,
-                found,
-            });
-        }
-        let version = self.u32()?;
-        if version != supported {
-            return Err(FormatError::UnsupportedVersion {
-                object: self.object,
-                found: version,
-                supported,
-            });
-        }
-        Ok(())
+        self.header_any(magic, &[supported]).map(|_| ())
     }
 
     /// Like `header`, for an object kind with several versions a reader understands (`supported` ascending);
