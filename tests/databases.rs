@@ -653,3 +653,87 @@ fn a_1_gb_dump_streams_in_bounded_memory() {
         "peak RSS {peak} KiB while streaming {bytes} bytes"
     );
 }
+
+/// `backupfs --config CONFIG backup --account ACCOUNT`, not waited for.
+fn backup_command(config: &Path, account: &str) -> std::process::Command {
+    let mut cmd = bin();
+    cmd.arg("--config")
+        .arg(config)
+        .args(["backup", "--account", account])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd
+}
+
+/// A backup killed with SIGKILL during its dumps: no dump program outlives it, not even one waiting on a lock,
+/// and the next backup and `check` find the repository whole. Kills at random moments, `BACKUPFS_CRASH_ROUNDS`
+/// rounds (default 4).
+#[test]
+fn a_backup_killed_during_dumps_leaves_no_dump_running() {
+    let db = DbServers::start();
+    let alice = TestUser::new();
+    let a = alice.name.clone();
+    let (shop, big) = (format!("{a}_shop"), format!("{a}_big"));
+    db.add_account(&alice, &[&shop], &[&big]);
+    ok(db.pg_as(&alice, &shop, PG_SCHEMA));
+    ok(db.my_as(&alice, &big, "CREATE TABLE big (i INT PRIMARY KEY, pad TEXT) ENGINE=InnoDB;
+        SET SESSION max_recursive_iterations = 10000000;
+        INSERT INTO big WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 300000)
+          SELECT i, REPEAT(MD5(i), 8) FROM s;"));
+    let (t, repo) = new_repo("db-killed");
+    let cfg = config(&t, &repo, &alice, &discover_both(&db));
+    let gone = |what: &str| {
+        wait_until(what, Duration::from_secs(3), || {
+            processes_of(alice.uid).is_empty()
+        })
+    };
+
+    // A dump waiting on a lock when the backup is killed ends with it, while the lock is still held.
+    std::thread::scope(|s| {
+        let holder = s.spawn(|| {
+            db.pg_admin(
+                &shop,
+                "BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT;",
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let mut backup = backup_command(&cfg, &a).spawn().unwrap();
+        wait_until(
+            "pg_dump waiting on the lock",
+            Duration::from_secs(20),
+            || processes_of(alice.uid).iter().any(|(_, c)| c == "pg_dump"),
+        );
+        backup.kill().unwrap();
+        backup.wait().unwrap();
+        gone("the dump to end with the backup killed");
+        assert!(
+            !holder.is_finished(),
+            "the lock was released before the check: the test proves nothing"
+        );
+    });
+
+    let rounds: u64 = std::env::var("BACKUPFS_CRASH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(4);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("kill delays from seed {seed}");
+    for _ in 0..rounds {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = Duration::from_millis(50 + (seed >> 33) % 1500);
+        run_and_kill(&mut backup_command(&cfg, &a), delay);
+        gone("the dumps to end with the backup killed");
+    }
+    let (summary, code) = backup_account(&cfg, &a);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(
+        (status(&summary, &shop), status(&summary, &big)),
+        ("ok".into(), "ok".into())
+    );
+    check_clean(&repo);
+}

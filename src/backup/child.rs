@@ -156,17 +156,27 @@ pub fn spawn(
         cmd.uid(user.uid).gid(user.gid);
     }
     // The program runs as the account, which may inspect its own processes: it must not inherit a descriptor
-    // of backupfs's (a repository file, or one backupfs itself inherited without close-on-exec).
-    // SAFETY: the closure runs in the child between fork and exec and makes one async-signal-safe system call;
-    // marking descriptors close-on-exec (not closing them) leaves std's own exec-error pipe working.
+    // of backupfs's (a repository file, or one backupfs itself inherited without close-on-exec). And it must not
+    // outlive a backup killed with SIGKILL: a dump waiting on a lock would otherwise hold its snapshot (and its
+    // locks) until the lock came free.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the child between fork and exec and makes only async-signal-safe system
+    // calls. Marking descriptors close-on-exec (not closing them) leaves std's own exec-error pipe working.
+    // std changes the user before this runs, and a change of credentials would reset the death signal.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::syscall(
                 libc::SYS_close_range,
                 3 as libc::c_uint,
                 libc::c_uint::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
             );
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != parent
+            {
+                return Err(io::Error::other(
+                    "backupfs ended before the program started",
+                ));
+            }
             Ok(())
         });
     }
