@@ -737,3 +737,56 @@ fn a_backup_killed_during_dumps_leaves_no_dump_running() {
     );
     check_clean(&repo);
 }
+
+/// The repository's disk fills up during a dump: the backup fails with one line naming the path, the dump
+/// program ends with it, nothing is committed, and the night before and `check` are unaffected.
+#[test]
+fn a_full_disk_during_a_dump_fails_the_backup_and_keeps_the_night_before() {
+    let db = DbServers::start();
+    let alice = TestUser::new();
+    let a = alice.name.clone();
+    let big = format!("{a}_big");
+    db.add_account(&alice, &[], &[&big]);
+    ok(db.my_as(&alice, &big, "CREATE TABLE big (i INT PRIMARY KEY, pad TEXT) ENGINE=InnoDB; INSERT INTO big VALUES (1, 'one');"));
+    let t = TempDir::new("db-full");
+    let disk = Tmpfs::new(t.join("disk"), "24m");
+    let repo = disk.0.join("repo");
+    init_repo(&repo);
+    let cfg = config(&t, &repo, &alice, &[my_entry(&db, "\"discover\"", "")]);
+    let (first, code) = backup_account(&cfg, &a);
+    assert_eq!(code, 0, "{first}");
+    // Distinct hex digests compress about 2:1: some 75 MB of dump cannot fit in what is left of 24 MB.
+    ok(db.my_as(&alice, &big, "SET SESSION max_recursive_iterations = 10000000;
+        INSERT INTO big WITH RECURSIVE s(i) AS (SELECT 2 UNION ALL SELECT i + 1 FROM s WHERE i < 150000)
+          SELECT i, CONCAT(SHA2(4 * i, 512), SHA2(4 * i + 1, 512), SHA2(4 * i + 2, 512), SHA2(4 * i + 3, 512)) FROM s;"));
+    let out = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["backup", "--account", &a])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("backupfs: error"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.contains("No space left on device") && line.contains(&repo.display().to_string()),
+        "{err}"
+    );
+    wait_until(
+        "the dump to end with the failed backup",
+        Duration::from_secs(3),
+        || processes_of(alice.uid).is_empty(),
+    );
+    check_clean(&repo);
+    let m = Mount::with(&repo, &a, &t.join("mnt"), &["--allow-other"], &[]);
+    let days: Vec<String> = listing(&m.path)
+        .into_iter()
+        .filter(|d| d != "latest")
+        .collect();
+    assert_eq!(days.len(), 1, "a snapshot was committed: {days:?}");
+    let dump = std::fs::read_to_string(m.latest_in("").join(format!("mysql/{big}.sql"))).unwrap();
+    assert!(dump.contains("(1,'one')") && dump.contains("-- Dump completed"));
+}

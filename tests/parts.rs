@@ -287,29 +287,6 @@ fn sqlite_in_wal_mode_is_stored_whole() {
     assert_eq!(leftovers, 0);
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn new(at: PathBuf) -> Self {
-        std::fs::create_dir_all(&at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-            .arg(&at)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount tmpfs at {}", at.display());
-        Tmpfs(at)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// Files and mail on two filesystems whose hardlinked inodes have the same numbers: the snapshot's hardlink
 /// table is keyed by inode number, so mail's group must not be joined to the files' (it would show the files'
 /// content under the mail's names).
@@ -317,8 +294,8 @@ impl Drop for Tmpfs {
 fn hardlinks_of_mail_on_another_filesystem_keep_their_own_content() {
     use std::os::unix::fs::MetadataExt;
     let t = TempDir::new("parts-links");
-    let home = Tmpfs::new(t.join("home"));
-    let vmail = Tmpfs::new(t.join("vmail"));
+    let home = Tmpfs::new(t.join("home"), "16m");
+    let vmail = Tmpfs::new(t.join("vmail"), "16m");
     for (root, text) in [(&home.0, "home's"), (&vmail.0, "mail's")] {
         std::fs::create_dir(root.join("d")).unwrap();
         write(&root.join("d/a"), format!("{text} content\n").as_bytes());
