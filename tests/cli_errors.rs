@@ -324,34 +324,12 @@ fn a_repository_inside_its_source_is_not_backed_up_into_itself() {
     assert_same_tree(&before, &describe(&m.latest_in("")));
 }
 
-/// A small filesystem for the repository, unmounted in every path.
-struct SmallFs(std::path::PathBuf);
-
-impl SmallFs {
-    fn new(at: std::path::PathBuf, size: &str) -> Self {
-        std::fs::create_dir_all(&at).unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&at)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        Self(at)
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// A backup that fills the disk fails with one line naming the file and the cause, leaves no temporary pack
 /// taking the space, and loses nothing that was there.
 #[test]
 fn a_full_disk_fails_the_backup_cleanly_and_frees_its_temporary_files() {
     let t = TempDir::new("fulldisk");
-    let small = SmallFs::new(t.join("small"), "4m");
+    let small = Tmpfs::new(t.join("small"), "4m");
     let repo = small.0.join("repo");
     init_repo(&repo);
     let src = t.join("src");
@@ -408,4 +386,103 @@ fn a_damaged_config_is_repaired() {
     backup(&repo, "default", &src, None);
     let m = Mount::new(&repo, "default", &t.join("mnt"));
     assert_same_tree(&describe(&src), &describe(&m.latest_in("")));
+}
+
+/// Databases, mail, users and excludes that cannot work: one line naming the file and the key (exit 1), before
+/// anything is written; a mail directory that is missing is a warning (exit 3) and the rest is backed up.
+#[test]
+fn bad_account_settings_are_clear_errors() {
+    let t = TempDir::new("account-settings");
+    let (src, repo) = backed_up_tree(&t, "settings", "alice", None);
+    let before = repo_files(&repo);
+    let cfg = t.join("config.toml");
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"databases = [{ engine = "oracle" }]"#,
+            r#"accounts.alice.databases[0]: engine "oracle" is not"#,
+        ),
+        (
+            r#"databases = [{ engine = "mariadb", names = "all" }]"#,
+            r#"names = "all": give "discover""#,
+        ),
+        (
+            r#"databases = [{ engine = "mariadb", socket_dir = "/run" }]"#,
+            "mariadb takes `socket`",
+        ),
+        (
+            r#"databases = [{ engine = "postgresql", socket = "/run/x" }]"#,
+            "postgresql takes `socket_dir`",
+        ),
+        (
+            r#"databases = [{ engine = "postgresql", socket_dir = "run" }]"#,
+            "run must be an absolute path",
+        ),
+        (
+            r#"databases = [{ engine = "postgresql", names = ["a/b"] }]"#,
+            r#"names: "a/b" cannot be"#,
+        ),
+        (
+            r#"databases = [{ engine = "postgresql", timeout_s = 0 }]"#,
+            "timeout_s must be at least 1",
+        ),
+        (
+            r#"databases = [{ engine = "postgresql", port = "x" }]"#,
+            "line 4",
+        ),
+        (
+            r#"mail = "vmail""#,
+            "accounts.alice.mail must be an absolute path",
+        ),
+        (
+            r#"exclude = ["a//b"]"#,
+            r#"accounts.alice.exclude: exclude pattern "a//b""#,
+        ),
+        (
+            "user = \"bfs-no-such-user\"\nmail = \"/nonexistent\"",
+            r#"user "bfs-no-such-user": no user named"#,
+        ),
+    ];
+    for (settings, needle) in cases {
+        let text =
+            format!("repository = {repo:?}\n[accounts.alice]\nsource = {src:?}\n{settings}\n");
+        std::fs::write(&cfg, text).unwrap();
+        fails(
+            bin()
+                .arg("--config")
+                .arg(&cfg)
+                .args(["backup", "--account", "alice"]),
+            1,
+            needle,
+        );
+        assert_eq!(
+            repo_files(&repo),
+            before,
+            "{settings} wrote to the repository"
+        );
+    }
+    std::fs::write(
+        &cfg,
+        format!("repository = {repo:?}\n[accounts.alice]\nsource = {src:?}\nmail = \"/nonexistent/vmail\"\n"),
+    )
+    .unwrap();
+    let out = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["backup", "--account", "alice", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        summary["warning_messages"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("/nonexistent/vmail: mail:"),
+        "{summary}"
+    );
 }
