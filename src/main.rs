@@ -1,6 +1,6 @@
 //! The `backupfs` command line. Errors end here as one line on stderr and a documented exit code:
 //! 0 success, 1 error, 2 usage error, 3 backup completed with warnings (entries skipped or changing while read,
-//! repository damage worked around), 4 check or repair found damage.
+//! repository damage worked around, a database dump failed), 4 check or repair found damage.
 
 use anyhow::{bail, Context, Result};
 use backupfs::backend::Location;
@@ -43,7 +43,8 @@ repository, each account's source and mount point, mount settings and the retent
 environment variables override it.
 
 Exit status: 0 success; 1 error; 2 usage error; 3 backup finished with warnings (unreadable entries skipped,
-files that kept changing while read, or repository damage worked around); 4 check or repair found damage.";
+files that kept changing while read, repository damage worked around, or a database dump that failed); 4 check
+or repair found damage.";
 
 #[derive(Parser)]
 #[command(

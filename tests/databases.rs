@@ -490,6 +490,11 @@ fn accounts_are_isolated_by_the_server_and_the_mount() {
     let (a, b) = (alice.name.clone(), bob.name.clone());
     let (alice_wp, bob_blog) = (format!("{a}_wp"), format!("{b}_blog"));
     db.add_account(&alice, &[&alice_wp], &[&alice_wp]);
+    ok(db.my_as(
+        &alice,
+        &alice_wp,
+        "CREATE TABLE legacy (i INT) ENGINE=MyISAM;",
+    ));
     db.add_account(&bob, &[&bob_blog], &[&bob_blog]);
     ok(db.pg_as(
         &bob,
@@ -513,6 +518,11 @@ fn accounts_are_isolated_by_the_server_and_the_mount() {
     let (summary, code) = backup_account(&cfg, &a);
     assert_eq!(code, 3);
     assert_eq!(status(&summary, &alice_wp), "ok");
+    let warnings = summary["warning_messages"].to_string();
+    assert!(
+        warnings.contains("without a consistent snapshot: legacy (MyISAM)"),
+        "MyISAM table not named: {warnings}"
+    );
     let failures: Vec<&serde_json::Value> = summary["databases"]
         .as_array()
         .unwrap()
@@ -527,7 +537,12 @@ fn accounts_are_isolated_by_the_server_and_the_mount() {
     // Discovery as alice lists alice's databases only.
     let cfg_discover = config(&t, &repo, &alice, &discover_both(&db));
     let (discovered, code) = backup_account(&cfg_discover, &a);
-    assert_eq!(code, 0, "{discovered}");
+    // Exit 3 for the MyISAM table's warning alone.
+    assert_eq!(
+        (code, &discovered["warnings"]),
+        (3, &serde_json::json!(1)),
+        "{discovered}"
+    );
     let found: Vec<&str> = discovered["databases"]
         .as_array()
         .unwrap()
