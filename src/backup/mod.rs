@@ -6,6 +6,7 @@
 pub mod child;
 pub mod dump;
 pub mod exclude;
+mod hardlinks;
 pub mod parts;
 mod progress;
 mod source;

@@ -6,11 +6,12 @@
 //! without being opened: an unchanged directory costs one lstat per entry.
 
 use super::exclude::Excludes;
+use super::hardlinks::Hardlinks;
 use super::source::{self, SegmentReader};
 use super::sqlite;
 use super::store::{BlobSink, Counters};
 use super::BackupError;
-use crate::format::links::{Link, LinkTable};
+use crate::format::links::LinkTable;
 use crate::format::manifest::Stats;
 use crate::format::tree::{Entry, EntryKind, Extent, Payload, Tree, FLAG_HARDLINK};
 use crate::format::tree_index::encode_directory;
@@ -106,20 +107,8 @@ pub struct Walker<'w, 's, 'r> {
     pub maildir: bool,
     /// Siblings of an SQLite database stored through its online backup (`-wal`, `-shm`): not stored as files.
     skip: std::collections::HashSet<std::path::PathBuf>,
-    /// Hardlinked inodes seen so far, by inode number (what the hardlink table records).
-    links: HashMap<u64, LinkGroup>,
-}
-
-/// The paths of one hardlinked inode met so far.
-struct LinkGroup {
-    /// The filesystem of the inode: a part walked on another filesystem (mail) may reuse the number.
-    dev: u64,
-    /// DFS number of the first path.
-    dfs: u64,
-    /// Paths counted.
-    count: u32,
-    /// Content of the first path (files only).
-    extents: Vec<Extent>,
+    /// Hardlinked inodes seen so far.
+    links: Hardlinks,
 }
 
 impl<'w, 's, 'r> Walker<'w, 's, 'r> {
@@ -143,7 +132,7 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
             rel: Vec::new(),
             maildir: false,
             skip: Default::default(),
-            links: HashMap::new(),
+            links: Hardlinks::default(),
         }
     }
 
@@ -307,17 +296,12 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
                 return Ok(None);
             }
         }
-        if !matches!(kind, EntryKind::File | EntryKind::Dir) && self.joins_link_group(&meta) {
+        if !matches!(kind, EntryKind::File | EntryKind::Dir) && self.links.joins(&meta) {
             // Hard links of symlinks, FIFOs, sockets and devices are kept as files' are: `cp -a` keeps them.
             entry.flags |= FLAG_HARDLINK;
-            (self.links.entry(meta.ino()))
-                .and_modify(|g| g.count += 1)
-                .or_insert(LinkGroup {
-                    dev: meta.dev(),
-                    dfs,
-                    count: 1,
-                    extents: Vec::new(),
-                });
+            if self.links.another_path(&meta).is_none() {
+                self.links.first_path(&meta, dfs, Vec::new());
+            }
         }
         self.count(&entry);
         Ok(Some(entry))
@@ -386,14 +370,11 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
         unchanged: Option<&Entry>,
         entry: &mut Entry,
     ) -> Result<Payload, EntryError> {
-        let linked = self.joins_link_group(meta);
+        let linked = self.links.joins(meta);
         if linked {
             entry.flags |= FLAG_HARDLINK;
-            if let Some(group) = self.links.get_mut(&meta.ino()) {
-                group.count += 1;
-                return Ok(Payload::File {
-                    extents: group.extents.clone(),
-                });
+            if let Some(extents) = self.links.another_path(meta) {
+                return Ok(Payload::File { extents });
             }
         }
         if sqlite::in_wal_use(path, meta) {
@@ -424,13 +405,7 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
             _ => self.read_consistent(path, meta, entry)?,
         };
         if linked {
-            let group = LinkGroup {
-                dev: meta.dev(),
-                dfs,
-                count: 1,
-                extents: extents.clone(),
-            };
-            self.links.insert(meta.ino(), group);
+            self.links.first_path(meta, dfs, extents.clone());
         }
         Ok(Payload::File { extents })
     }
@@ -610,26 +585,8 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
         dfs
     }
 
-    /// Whether an entry is a path of a hardlinked inode the snapshot records as such. The table is keyed by
-    /// inode number alone, so an inode of another filesystem (the mail part's) whose number a group of the
-    /// first one already holds is stored as an ordinary file rather than joined to that group.
-    fn joins_link_group(&self, meta: &Metadata) -> bool {
-        meta.nlink() > 1 && (self.links.get(&meta.ino())).is_none_or(|g| g.dev == meta.dev())
-    }
-
     /// The hardlink table of the snapshot: only inodes that appear under two or more paths.
     pub fn link_table(&self) -> LinkTable {
-        let mut links: Vec<Link> = self
-            .links
-            .iter()
-            .filter(|(_, g)| g.count >= 2)
-            .map(|(&source_ino, g)| Link {
-                source_ino,
-                dfs: g.dfs,
-                nlink: g.count,
-            })
-            .collect();
-        links.sort_by_key(|l| l.source_ino);
-        LinkTable { links }
+        self.links.table()
     }
 }
