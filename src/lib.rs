@@ -40,6 +40,7 @@ pub mod backend;
 pub mod backup;
 pub mod cache;
 pub mod check;
+pub mod crypto;
 pub mod format;
 pub mod fuse;
 pub mod index;

@@ -151,7 +151,7 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-fn parse_hex(s: &str) -> Option<[u8; ID_LEN]> {
+pub fn parse_hex(s: &str) -> Option<[u8; ID_LEN]> {
     let bytes = s.as_bytes();
     if bytes.len() != ID_LEN * 2 {
         return None;
