@@ -4,7 +4,6 @@
 
 use anyhow::{bail, Context, Result};
 use backupfs::backend::Location;
-use backupfs::backup::{backup, BackupOptions, Excludes};
 use backupfs::check::check;
 use backupfs::fuse::{serve_with_ready, MountOptions};
 use backupfs::ops::config::Config;
@@ -91,25 +90,7 @@ enum Command {
         location: Location,
     },
     /// Back up SOURCE as a new snapshot of an account.
-    Backup {
-        #[command(flatten)]
-        repo: RepoArg,
-        /// The account the snapshot belongs to.
-        #[arg(long, default_value = "default", value_parser = parse_account)]
-        account: String,
-        /// Record the snapshot at this time (RFC 3339) instead of now.
-        #[arg(long, value_parser = parse_time)]
-        time: Option<backupfs::format::tree::Timestamp>,
-        /// Print a JSON summary on stdout.
-        #[arg(long)]
-        json: bool,
-        /// Leave out what matches PATTERN (gitignore-like, relative to SOURCE), besides the account's `exclude`
-        /// list; may be repeated.
-        #[arg(long, value_name = "PATTERN")]
-        exclude: Vec<String>,
-        /// Directory to back up [default: the account's `source` in the configuration file].
-        source: Option<PathBuf>,
-    },
+    Backup(cmd::backup::BackupArgs),
     /// List snapshots.
     Snapshots {
         #[command(flatten)]
@@ -444,66 +425,7 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
             Repository::init(&location, &opts)?;
             println!("created repository {location}");
         }
-        Command::Backup {
-            repo,
-            account,
-            time,
-            json,
-            exclude,
-            source,
-        } => {
-            let settings = config.account(&account).cloned().unwrap_or_default();
-            let source = match source.or_else(|| settings.source.clone()) {
-                Some(s) => s,
-                None => missing(&format!(
-                    "no SOURCE: give one, or set `source` in [accounts.{account}] of {}",
-                    config.describe()
-                )),
-            };
-            let patterns: Vec<String> = settings.exclude.iter().chain(&exclude).cloned().collect();
-            let excludes = match Excludes::new(&patterns) {
-                Ok(e) => e,
-                Err(e) => usage(&e.to_string()),
-            };
-            let parts = settings.parts_plan(&source).map_err(|e| {
-                anyhow::anyhow!("[accounts.{account}] of {}: {e}", config.describe())
-            })?;
-            let repo = open(&repo)?;
-            let progress = !json && std::io::stderr().is_terminal();
-            let summary = backup(
-                &repo,
-                &BackupOptions {
-                    account,
-                    source,
-                    time,
-                    progress,
-                    excludes,
-                    never: settings.mountpoint.into_iter().collect(),
-                    parts,
-                },
-            )?;
-            if json {
-                let mut v = summary.to_json();
-                v["store_requests"] = repo.backend().stats().to_json();
-                println!("{v}");
-            } else {
-                let s = &summary.manifest.stats;
-                println!(
-                    "snapshot {} of {}: {} files, {} dirs, {:.1} MiB read, {:.1} MiB added, {:.2}s, {} warnings",
-                    summary.snapshot.short(),
-                    summary.manifest.account,
-                    s.files,
-                    s.dirs,
-                    summary.bytes_read as f64 / 1048576.0,
-                    s.added_bytes as f64 / 1048576.0,
-                    summary.duration.as_secs_f64(),
-                    summary.warnings.len()
-                );
-            }
-            if !summary.warnings.is_empty() {
-                return Ok(EXIT_WARNINGS);
-            }
-        }
+        Command::Backup(args) => return cmd::backup::run(args, config),
         Command::Prune {
             repo,
             account,
