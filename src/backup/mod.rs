@@ -181,7 +181,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions) -> Result<BackupSummary, 
         };
         result.and_then(|(tree, descendants, parts, dumps)| {
             let links = walker.link_table();
-            let links_id = (!links.links.is_empty()).then(|| LinksId::of(&links.encode()));
+            let links_id =
+                (!links.links.is_empty()).then(|| repo.codec().links_id(&links.encode()));
             if let Some(id) = links_id {
                 walker.sink.put(BlobId::links(id), links.encode())?;
             }

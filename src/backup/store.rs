@@ -5,7 +5,7 @@
 //! link tables) go to separate packs, so that the small, hot metadata is not scattered among large data packs.
 
 use crate::backend::Object;
-use crate::format::pack::{compress, PackBuilder};
+use crate::format::pack::PackBuilder;
 use crate::format::{BlobId, BlobKind};
 use crate::repo::{NewPack, RepoError, Repository};
 use crossbeam_channel::{Receiver, Sender};
@@ -57,8 +57,7 @@ impl<'r> Shared<'r> {
     }
 
     fn store(&self, job: Job) -> Result<(), RepoError> {
-        let level = self.repo.config().zstd_level;
-        let (stored, compression) = compress(&job.data, level);
+        let (stored, compression) = self.repo.codec().encode(job.id, &job.data);
         let full = {
             let mut packer = self
                 .packer(job.id.kind)

@@ -14,8 +14,8 @@ use super::BackupError;
 use crate::format::links::LinkTable;
 use crate::format::manifest::Stats;
 use crate::format::tree::{Entry, EntryKind, Extent, Payload, Tree, FLAG_HARDLINK};
-use crate::format::tree_index::encode_directory;
-use crate::format::{BlobId, ChunkId, TreeId};
+use crate::format::tree_index::encode_directory_with;
+use crate::format::{BlobId, TreeId};
 use crate::repo::{Directory, Repository};
 use std::collections::HashMap;
 use std::fs::Metadata;
@@ -197,11 +197,12 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
 
     /// Stores a directory's entries (sorted by name) as its tree, paged if large; returns the tree's id.
     pub fn store_directory(&mut self, entries: &[Entry]) -> Result<TreeId, BackupError> {
-        let encoded = encode_directory(entries);
+        let codec = self.repo.codec();
+        let encoded = encode_directory_with(entries, &|bytes| codec.tree_id(bytes));
         for page in encoded.pages {
-            self.sink.put(BlobId::tree(TreeId::of(&page)), page)?;
+            self.sink.put(BlobId::tree(codec.tree_id(&page)), page)?;
         }
-        let id = TreeId::of(&encoded.root);
+        let id = codec.tree_id(&encoded.root);
         self.sink.put(BlobId::tree(id), encoded.root)?;
         Ok(id)
     }
@@ -344,7 +345,7 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
         if meta.dev() != self.root_dev {
             // Another filesystem mounted here: keep the mount point, not its contents.
             let bytes = Tree::encode(&[]);
-            let tree = TreeId::of(&bytes);
+            let tree = self.repo.codec().tree_id(&bytes);
             self.sink.put(BlobId::tree(tree), bytes)?;
             return Ok(Payload::Dir {
                 tree,
@@ -527,7 +528,7 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
         let mut read = 0u64;
         for chunk in fastcdc::v2020::StreamCDC::new(reader, min, avg, max) {
             let chunk = chunk.map_err(|e| io::Error::other(format!("reading: {e}")))?;
-            let id = ChunkId::of(&chunk.data);
+            let id = self.repo.codec().chunk_id(&chunk.data);
             let n = chunk.data.len() as u64;
             extents.push(Extent::Data { id, len: n as u32 });
             self.sink.put(BlobId::chunk(id), chunk.data)?;
@@ -567,7 +568,7 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
         if data.is_empty() {
             return Ok(Vec::new());
         }
-        let id = ChunkId::of(&data);
+        let id = self.repo.codec().chunk_id(&data);
         let len = data.len() as u32;
         self.sink.put(BlobId::chunk(id), data)?;
         Ok(vec![Extent::Data { id, len }])

@@ -71,6 +71,14 @@ pub struct EncodedDirectory {
     reason = "pages hold at most PAGE_MAX entries; a directory of 2^32 subdirectories is not a directory"
 )]
 pub fn encode_directory(entries: &[Entry]) -> EncodedDirectory {
+    encode_directory_with(entries, &TreeId::of)
+}
+
+/// `encode_directory` naming pages with `tree_id` (a repository's blob ids: `repo::BlobCodec`).
+pub fn encode_directory_with(
+    entries: &[Entry],
+    tree_id: &dyn Fn(&[u8]) -> TreeId,
+) -> EncodedDirectory {
     if entries.len() <= FLAT_MAX_ENTRIES {
         return EncodedDirectory {
             root: Tree::encode(entries),
@@ -90,7 +98,7 @@ pub fn encode_directory(entries: &[Entry]) -> EncodedDirectory {
             let run = &entries[range.clone()];
             let span: u64 = run.iter().map(|e| 1 + e.descendants()).sum();
             let page = PageRef {
-                tree: TreeId::of(bytes),
+                tree: tree_id(bytes),
                 entries: run.len() as u32,
                 span,
                 first_name: run[0].name.clone(),

@@ -98,8 +98,9 @@ pub(super) fn rewrite_pack(
         let mut stored = vec![0u8; e.stored_len as usize];
         repo.backend()
             .read_at(Object::Pack(pack), e.offset, &mut stored)?;
-        let plain = crate::format::pack::decompress(&stored, e.compression, e.raw_len);
-        let intact = plain.is_ok_and(|p| blake3::hash(&p).as_bytes() == &e.id.hash);
+        let intact = (repo.codec())
+            .decode(e.id, &stored, e.compression, e.raw_len)
+            .is_some();
         if !intact {
             // Copying damage would hide it; leave the pack alone and let `check` report it.
             return Err(RepoError::BlobCorrupt { id: e.id, pack });

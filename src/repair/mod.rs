@@ -164,7 +164,7 @@ fn salvage_packs(repo: &Repository, report: &mut RepairReport) -> Result<(), Rep
         };
         let by_pack = old_index.get_or_insert_with(|| entries_by_pack(repo));
         let known = by_pack.get(&pack).map(Vec::as_slice).unwrap_or_default();
-        let salvaged = match salvage_pack(repo.backend(), pack, known) {
+        let salvaged = match salvage_pack(repo.backend(), repo.codec(), pack, known) {
             Ok(salvaged) => salvaged,
             Err(e) => {
                 // Not even readable whole (a FIFO, an I/O error): nothing to salvage; the check names the loss.

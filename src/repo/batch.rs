@@ -143,11 +143,13 @@ impl Repository {
         for (id, loc) in run {
             let at = (loc.offset - start) as usize;
             let stored = &buf[at..at + loc.stored_len as usize];
-            let plain = crate::format::pack::decompress(stored, loc.compression, loc.raw_len);
-            let Ok(plain) = plain else { continue };
-            if blake3::hash(&plain).as_bytes() != &id.0 {
+            let blob = BlobId::chunk(*id);
+            let plain = self
+                .codec
+                .decode(blob, stored, loc.compression, loc.raw_len);
+            let Some(plain) = plain else {
                 continue; // the single read that follows reports it
-            }
+            };
             if let Some(d) = &self.disk {
                 d.put(BlobId::chunk(*id), stored);
             }

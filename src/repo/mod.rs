@@ -2,6 +2,7 @@
 //! the filesystem reach the data only through it, and every blob it returns has been checked against its id.
 
 mod batch;
+mod codec;
 mod commit;
 mod dir;
 mod disk_cache;
@@ -15,6 +16,7 @@ mod spare;
 mod state;
 mod sync;
 
+pub use codec::BlobCodec;
 pub use commit::{commit_snapshot, NewPack};
 pub use dir::{Directory, EntryRef};
 pub use disk_cache::DiskCache;
@@ -197,6 +199,7 @@ pub struct Repository {
     location: Location,
     state: StateDir,
     config: Config,
+    codec: BlobCodec,
     backend: Box<dyn Backend>,
     sync_interval: std::time::Duration,
     /// Replaced as a whole when it cannot follow the writers any more (after an index repair).
@@ -324,6 +327,7 @@ impl Repository {
         let repo = Self {
             location: location.clone(),
             state,
+            codec: BlobCodec::new(&config),
             config,
             backend,
             sync_interval: opts.sync_interval,
@@ -353,6 +357,10 @@ impl Repository {
     }
     pub fn config(&self) -> &Config {
         &self.config
+    }
+    /// How this repository names and stores blobs.
+    pub fn codec(&self) -> &BlobCodec {
+        &self.codec
     }
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
@@ -532,7 +540,7 @@ impl Repository {
                 }
             })?,
         }
-        if blake3::hash(&plain).as_bytes() != &id.hash {
+        if !self.codec.verifies(id, &plain) {
             if cached {
                 if let Some(d) = disk {
                     d.remove(id);

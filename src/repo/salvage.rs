@@ -9,7 +9,7 @@
 use super::RepoError;
 use crate::backend::{Backend, Object};
 use crate::format::magic::PACK_FOOTER;
-use crate::format::pack::{decode_entry, decompress, PackEntry, ENTRY_LEN, FOOTER_LEN, HEADER_LEN};
+use crate::format::pack::{decode_entry, PackEntry, ENTRY_LEN, FOOTER_LEN, HEADER_LEN};
 use crate::format::{BlobId, PackId};
 use std::collections::BTreeMap;
 
@@ -23,6 +23,7 @@ pub struct Salvaged {
 /// Reads the whole pack and keeps every candidate blob that verifies; `known` is what the old index said.
 pub fn salvage_pack(
     backend: &dyn Backend,
+    codec: &super::BlobCodec,
     pack: PackId,
     known: &[PackEntry],
 ) -> Result<Salvaged, RepoError> {
@@ -36,7 +37,7 @@ pub fn salvage_pack(
     }
     let mut out = Salvaged::default();
     for (id, places) in candidates {
-        match places.into_iter().find_map(|e| verified(&bytes, e)) {
+        match places.into_iter().find_map(|e| verified(codec, &bytes, e)) {
             Some(found) => out.intact.push(found),
             None => out.failed.push(id),
         }
@@ -45,11 +46,11 @@ pub fn salvage_pack(
 }
 
 /// The entry and its stored bytes if they decode to the plaintext its id names.
-fn verified(pack: &[u8], e: PackEntry) -> Option<(PackEntry, Vec<u8>)> {
+fn verified(codec: &super::BlobCodec, pack: &[u8], e: PackEntry) -> Option<(PackEntry, Vec<u8>)> {
     let start = usize::try_from(e.offset).ok()?;
     let stored = pack.get(start..start.checked_add(e.stored_len as usize)?)?;
-    let plain = decompress(stored, e.compression, e.raw_len).ok()?;
-    (blake3::hash(&plain).as_bytes() == &e.id.hash).then(|| (e, stored.to_vec()))
+    codec.decode(e.id, stored, e.compression, e.raw_len)?;
+    Some((e, stored.to_vec()))
 }
 
 /// Trailer entries read backwards from each place a trailer could end, while they parse.
