@@ -106,97 +106,16 @@ enum Command {
     ///
     /// Without any --keep-* flag the policy is the configuration file's [retention] section; any --keep-* flag
     /// replaces that section entirely.
-    Prune {
-        #[command(flatten)]
-        repo: RepoArg,
-        /// Only this account (default: every account, each with the same policy).
-        #[arg(long, value_parser = parse_account)]
-        account: Option<String>,
-        /// Keep the N newest snapshots.
-        #[arg(long, value_name = "N", value_parser = parse_count)]
-        keep_last: Option<usize>,
-        /// Keep the newest snapshot of each of the last N days that have one.
-        #[arg(long, value_name = "N", value_parser = parse_count)]
-        keep_daily: Option<usize>,
-        /// Keep the newest snapshot of each of the last N weeks that have one.
-        #[arg(long, value_name = "N", value_parser = parse_count)]
-        keep_weekly: Option<usize>,
-        /// Keep the newest snapshot of each of the last N months that have one.
-        #[arg(long, value_name = "N", value_parser = parse_count)]
-        keep_monthly: Option<usize>,
-        /// Keep everything within this long of the newest snapshot, e.g. 30d, 2w, 1y6m, 36h.
-        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-        keep_within: Option<i64>,
-        /// Rewrite a pack once this percentage of its bytes is unreferenced [default: 20].
-        #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
-        repack_threshold: Option<f64>,
-        /// Object storage: how long, by the store's clock, a pack must have been unreferenced before it is
-        /// deleted (backups and mounts on other machines may still use it), e.g. 24h, 90s [default: 24h]. A local
-        /// repository reclaims space at once.
-        #[arg(long, value_parser = parse_grace, value_name = "DURATION")]
-        grace: Option<i64>,
-        /// Say what would be forgotten and reclaimed; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print a JSON report on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Prune(cmd::prune::PruneArgs),
     /// Verify the repository; exit 0 only when nothing is damaged.
-    Check {
-        #[command(flatten)]
-        repo: RepoArg,
-        /// Also read every blob and verify its hash.
-        #[arg(long)]
-        read_data: bool,
-        /// Read and verify this share of the blobs, e.g. 10%.
-        #[arg(long, value_parser = parse_subset)]
-        read_data_subset: Option<f64>,
-    },
+    Check(cmd::check::CheckArgs),
     /// Repair the repository.
     Repair {
         #[command(subcommand)]
         what: RepairWhat,
     },
     /// Serve an account's snapshots read-only at MOUNTPOINT until SIGINT/SIGTERM or unmount.
-    Mount {
-        #[command(flatten)]
-        repo: RepoArg,
-        /// Show only this account's snapshots at the root; without it, one directory per account.
-        #[arg(long, value_parser = parse_account)]
-        account: Option<String>,
-        /// Let other users (subject to file permissions) use the mount [default: `allow_other` in the
-        /// configuration file's [mount] section, else off].
-        #[arg(long)]
-        allow_other: bool,
-        /// Threads serving FUSE requests [default: `threads` in [mount], else 4].
-        #[arg(long, value_parser = parse_threads)]
-        threads: Option<usize>,
-        /// Memory for decoded directories, in MiB [default: `tree_cache_mib` in [mount], else 16].
-        #[arg(long, value_name = "MIB")]
-        tree_cache: Option<usize>,
-        /// Memory for decoded file chunks, in MiB [default: `chunk_cache_mib` in [mount], else 32].
-        #[arg(long, value_name = "MIB")]
-        chunk_cache: Option<usize>,
-        /// Object storage: directory of the on-disk cache of verified blobs [default: `cache_dir` in [mount],
-        /// else cache/ in the state directory].
-        #[arg(long, value_name = "DIR")]
-        cache_dir: Option<PathBuf>,
-        /// Object storage: size of the on-disk blob cache in MiB, 0 for none [default: `disk_cache_mib` in
-        /// [mount], else 1024].
-        #[arg(long, value_name = "MIB")]
-        disk_cache: Option<u64>,
-        /// Return once the mount is ready and keep serving in the background (what mount(8) and fstab get
-        /// through mount.fuse.backupfs).
-        #[arg(long)]
-        daemon: bool,
-        /// With --daemon: append the log to this file once the mount is ready [default: syslog, or stderr when
-        /// that is the systemd journal].
-        #[arg(long, requires = "daemon", value_name = "PATH")]
-        log_file: Option<PathBuf>,
-        /// Where to show the snapshots [default: the account's `mountpoint` in the configuration file].
-        mountpoint: Option<PathBuf>,
-    },
+    Mount(cmd::mount::MountArgs),
 }
 
 /// `backupfs generate ...`: packaging files from the command-line definition. Parsed apart from `Cli` (before
@@ -426,88 +345,8 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
             println!("created repository {location}");
         }
         Command::Backup(args) => return cmd::backup::run(args, config),
-        Command::Prune {
-            repo,
-            account,
-            keep_last,
-            keep_daily,
-            keep_weekly,
-            keep_monthly,
-            keep_within,
-            repack_threshold,
-            grace,
-            dry_run,
-            json,
-        } => {
-            let flags = Policy {
-                last: keep_last,
-                daily: keep_daily,
-                weekly: keep_weekly,
-                monthly: keep_monthly,
-                within: keep_within,
-            };
-            // Flags replace the file's policy as a whole: mixing them would keep what neither says.
-            let policy = if flags.is_empty() {
-                config.policy()
-            } else {
-                flags
-            };
-            if policy.is_empty() {
-                bail!(
-                    "no retention policy: refusing to forget every snapshot (give --keep-daily 30, for example, \
-                     or set [retention] in {})",
-                    config.describe()
-                );
-            }
-            let repack_threshold = repack_threshold
-                .or(config.retention.repack_threshold.map(|p| p / 100.0))
-                .unwrap_or(0.2);
-            let opts = PruneOptions {
-                account,
-                policy,
-                dry_run,
-                repack_threshold,
-                grace_s: grace,
-            };
-            let report = prune(&open(&repo)?, &opts)?;
-            print_prune(&report, dry_run, json);
-        }
-        Command::Check {
-            repo,
-            read_data,
-            read_data_subset,
-        } => {
-            let fraction = if read_data {
-                1.0
-            } else {
-                read_data_subset.unwrap_or(0.0)
-            };
-            let repo = match open(&repo) {
-                Err(e) if is_unusable_index(&e) => {
-                    println!("DAMAGED: {}", one_line(&e));
-                    return Ok(EXIT_DAMAGE);
-                }
-                other => other?,
-            };
-            let report = check(&repo, fraction)?;
-            for l in &report.leftovers {
-                println!("leftover: {l}");
-            }
-            for d in &report.damage {
-                println!("DAMAGED: {d}");
-            }
-            println!(
-                "{} snapshots, {} blobs checked, {} read and verified, {} damaged, {} leftovers",
-                report.snapshots,
-                report.blobs_checked,
-                report.blobs_read,
-                report.damage.len(),
-                report.leftovers.len()
-            );
-            if !report.damage.is_empty() {
-                return Ok(EXIT_DAMAGE);
-            }
-        }
+        Command::Prune(args) => return cmd::prune::run(args, config),
+        Command::Check(args) => return cmd::check::run(args, config),
         Command::Repair {
             what: RepairWhat::Index { repo },
         } => {
@@ -553,51 +392,7 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
             account,
             json,
         } => list_snapshots(&open(&repo)?, account.as_deref(), json)?,
-        Command::Mount {
-            repo,
-            account,
-            allow_other,
-            threads,
-            tree_cache,
-            chunk_cache,
-            cache_dir,
-            disk_cache,
-            daemon,
-            log_file,
-            mountpoint,
-        } => {
-            let mountpoint = match mountpoint.or_else(|| {
-                config
-                    .account(account.as_deref()?)?
-                    .mountpoint
-                    .clone()
-            }) {
-                Some(m) => m,
-                None => missing(&format!(
-                    "no MOUNTPOINT: give one, or use --account with a `mountpoint` in its [accounts.NAME] of {}",
-                    config.describe()
-                )),
-            };
-            let location = repo_location(&repo, config);
-            let caches = config.mount.cache_sizes(tree_cache, chunk_cache);
-            let mut open = open_options(&location, repo.state_dir.as_deref(), config, caches)?;
-            open.cache_dir = cache_dir.or(open.cache_dir);
-            open.cache_bytes = disk_cache.map_or(open.cache_bytes, |m| m << 20);
-            let request = MountRequest {
-                fsname: format!("backupfs:{location}"),
-                open,
-                repo: location,
-                account,
-                allow_other: allow_other || config.mount.allow_other.unwrap_or(false),
-                threads: threads.or(config.mount.threads).unwrap_or(4),
-                mountpoint,
-            };
-            if daemon {
-                mount_in_background(request, log_file.as_deref(), EXIT_ERROR)?;
-            } else {
-                mount(&request, None)?;
-            }
-        }
+        Command::Mount(args) => return cmd::mount::run(args, config),
     }
     Ok(0)
 }
@@ -640,15 +435,15 @@ fn main() {
         std::process::exit(0);
     }
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Mount { .. }) {
+    if !matches!(cli.command, Command::Mount(_)) {
         default_sigpipe();
     }
-    let default_level = if matches!(cli.command, Command::Mount { .. }) {
+    let default_level = if matches!(cli.command, Command::Mount(_)) {
         "info"
     } else {
         "warn"
     };
-    let daemon = matches!(cli.command, Command::Mount { daemon: true, .. });
+    let daemon = matches!(&cli.command, Command::Mount(args) if args.daemon);
     init_logging(cli.verbose, cli.quiet, default_level, daemon);
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,

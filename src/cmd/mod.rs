@@ -1,6 +1,9 @@
-//! Parts of the `backupfs` binary that are not its argument definitions and dispatch (main.rs).
+//! The `backupfs` binary's subcommands, one file each with its arguments and its `run` (main.rs parses and
+//! dispatches), and what they share: the mount helper, the output of listings and reports.
 
 pub mod backup;
+pub mod check;
 pub mod helper;
 pub mod mount;
 pub mod output;
+pub mod prune;

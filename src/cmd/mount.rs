@@ -1,7 +1,96 @@
-//! `backupfs mount`: serving in the foreground, or daemonized with readiness reported to the waiting parent
-//! (the mount helper) and to systemd (`NOTIFY_SOCKET`).
+//! `backupfs mount`: its arguments, and serving in the foreground, or daemonized with readiness reported to the
+//! waiting parent (the mount helper) and to systemd (`NOTIFY_SOCKET`).
 
 use super::super::*;
+
+#[derive(clap::Args)]
+pub(crate) struct MountArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    /// Show only this account's snapshots at the root; without it, one directory per account.
+    #[arg(long, value_parser = parse_account)]
+    account: Option<String>,
+    /// Let other users (subject to file permissions) use the mount [default: `allow_other` in the
+    /// configuration file's [mount] section, else off].
+    #[arg(long)]
+    allow_other: bool,
+    /// Threads serving FUSE requests [default: `threads` in [mount], else 4].
+    #[arg(long, value_parser = parse_threads)]
+    threads: Option<usize>,
+    /// Memory for decoded directories, in MiB [default: `tree_cache_mib` in [mount], else 16].
+    #[arg(long, value_name = "MIB")]
+    tree_cache: Option<usize>,
+    /// Memory for decoded file chunks, in MiB [default: `chunk_cache_mib` in [mount], else 32].
+    #[arg(long, value_name = "MIB")]
+    chunk_cache: Option<usize>,
+    /// Object storage: directory of the on-disk cache of verified blobs [default: `cache_dir` in [mount],
+    /// else cache/ in the state directory].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Object storage: size of the on-disk blob cache in MiB, 0 for none [default: `disk_cache_mib` in
+    /// [mount], else 1024].
+    #[arg(long, value_name = "MIB")]
+    disk_cache: Option<u64>,
+    /// Return once the mount is ready and keep serving in the background (what mount(8) and fstab get
+    /// through mount.fuse.backupfs).
+    #[arg(long)]
+    pub(crate) daemon: bool,
+    /// With --daemon: append the log to this file once the mount is ready [default: syslog, or stderr when
+    /// that is the systemd journal].
+    #[arg(long, requires = "daemon", value_name = "PATH")]
+    log_file: Option<PathBuf>,
+    /// Where to show the snapshots [default: the account's `mountpoint` in the configuration file].
+    mountpoint: Option<PathBuf>,
+}
+
+/// Mounts as the flags, else the configuration, say: in the foreground, or as a daemon that returns once the mount is ready.
+pub(crate) fn run(args: MountArgs, config: &Config) -> Result<i32> {
+    let MountArgs {
+        repo,
+        account,
+        allow_other,
+        threads,
+        tree_cache,
+        chunk_cache,
+        cache_dir,
+        disk_cache,
+        daemon,
+        log_file,
+        mountpoint,
+    } = args;
+    let mountpoint = match mountpoint.or_else(|| {
+        config
+            .account(account.as_deref()?)?
+            .mountpoint
+            .clone()
+    }) {
+        Some(m) => m,
+        None => missing(&format!(
+            "no MOUNTPOINT: give one, or use --account with a `mountpoint` in its [accounts.NAME] of {}",
+            config.describe()
+        )),
+    };
+    let location = repo_location(&repo, config);
+    let caches = config.mount.cache_sizes(tree_cache, chunk_cache);
+    let mut open = open_options(&location, repo.state_dir.as_deref(), config, caches)?;
+    open.cache_dir = cache_dir.or(open.cache_dir);
+    open.cache_bytes = disk_cache.map_or(open.cache_bytes, |m| m << 20);
+    let request = MountRequest {
+        fsname: format!("backupfs:{location}"),
+        open,
+        repo: location,
+        account,
+        allow_other: allow_other || config.mount.allow_other.unwrap_or(false),
+        threads: threads.or(config.mount.threads).unwrap_or(4),
+        mountpoint,
+    };
+    if daemon {
+        mount_in_background(request, log_file.as_deref(), EXIT_ERROR)?;
+    } else {
+        mount(&request, None)?;
+    }
+    Ok(0)
+}
 
 /// What `backupfs mount` and the mount helper mount.
 pub(crate) struct MountRequest {
