@@ -51,13 +51,10 @@ impl RunAs {
     }
 }
 
-type PwLookup<'a> =
-    &'a dyn Fn(*mut libc::passwd, *mut libc::c_char, usize, *mut *mut libc::passwd) -> libc::c_int;
-
+/// Runs a `getpw*_r` lookup with a buffer that grows until the entry fits.
 fn lookup(
     call: impl Fn(*mut libc::passwd, *mut libc::c_char, usize, *mut *mut libc::passwd) -> libc::c_int,
 ) -> io::Result<Option<RunAs>> {
-    let call: PwLookup = &call;
     let mut buf = vec![0 as libc::c_char; 4096];
     loop {
         // SAFETY: `passwd` is a plain C struct for which all-zero bytes are a valid value.

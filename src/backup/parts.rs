@@ -249,27 +249,14 @@ fn dump_dir(
     parts: &mut Vec<Part>,
     dumps: &mut Vec<DumpReport>,
 ) -> Result<Entry, BackupError> {
-    let _dir_dfs = walker.number_entry();
+    // The directory's own number comes before its files'.
+    walker.number_entry();
     let mut files: Vec<Entry> = Vec::new();
     for (i, server) in servers.iter().enumerate() {
         let names = match dump::database_names(server, &plan.user) {
             Ok(names) => names,
             Err(reason) => {
-                let what = format!("listing the databases as {}: {reason}", plan.user.name);
-                warn(walker, engine, &server.socket, &what);
-                let note = dump::failure_note(engine, "(discovery)", &rfc3339_now(), &what, "");
-                let extents = walker.store_bytes(note)?;
-                let name = match i {
-                    0 => "DISCOVERY.FAILED".to_owned(),
-                    _ => format!("DISCOVERY-{}.FAILED", i + 1),
-                };
-                files.push(synthesized(
-                    name.into_bytes(),
-                    EntryKind::File,
-                    &plan.user,
-                    super::now(),
-                    Payload::File { extents },
-                ));
+                files.push(discovery_failed(walker, plan, server, i, &reason)?);
                 parts.push(part(kind_of(engine), "", true, 0, Instant::now()));
                 continue;
             }
@@ -319,6 +306,33 @@ fn dump_dir(
     );
     walker.count(&dir);
     Ok(dir)
+}
+
+/// `DISCOVERY.FAILED` (`DISCOVERY-<n>.FAILED` for the n-th server of the engine): the server could not list
+/// the account's databases, so none of them was dumped.
+fn discovery_failed(
+    walker: &mut Walker,
+    plan: &PartsPlan,
+    server: &Server,
+    nth: usize,
+    reason: &str,
+) -> Result<Entry, BackupError> {
+    let what = format!("listing the databases as {}: {reason}", plan.user.name);
+    warn(walker, server.engine, &server.socket, &what);
+    let note = dump::failure_note(server.engine, "(discovery)", &rfc3339_now(), &what, "");
+    let extents = walker.store_bytes(note)?;
+    let name = match nth {
+        0 => "DISCOVERY.FAILED".to_owned(),
+        _ => format!("DISCOVERY-{}.FAILED", nth + 1),
+    };
+    let payload = Payload::File { extents };
+    Ok(synthesized(
+        name.into_bytes(),
+        EntryKind::File,
+        &plan.user,
+        super::now(),
+        payload,
+    ))
 }
 
 fn kind_of(engine: Engine) -> PartKind {
