@@ -57,7 +57,7 @@ impl<'r> Shared<'r> {
     }
 
     fn store(&self, job: Job) -> Result<(), RepoError> {
-        let (stored, compression) = self.repo.codec().encode(job.id, &job.data);
+        let (stored, compression) = self.repo.codec().encode(job.id, &job.data)?;
         let full = {
             let mut packer = self
                 .packer(job.id.kind)

@@ -526,7 +526,12 @@ impl<'w, 's, 'r> Walker<'w, 's, 'r> {
         extents: &mut Vec<Extent>,
     ) -> Result<u64, EntryError> {
         let mut read = 0u64;
-        for chunk in fastcdc::v2020::StreamCDC::new(reader, min, avg, max) {
+        // Seed 0 is the crate's own gear table (`StreamCDC::new`); an encrypted repository's key seeds it.
+        let seed = self.repo.codec().chunker_seed();
+        let level = fastcdc::v2020::Normalization::Level1;
+        for chunk in
+            fastcdc::v2020::StreamCDC::with_level_and_seed(reader, min, avg, max, level, seed)
+        {
             let chunk = chunk.map_err(|e| io::Error::other(format!("reading: {e}")))?;
             let id = self.repo.codec().chunk_id(&chunk.data);
             let n = chunk.data.len() as u64;

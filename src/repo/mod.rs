@@ -63,6 +63,8 @@ pub enum RepoError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
     #[error("{object}: {source}")]
     Format { object: String, source: FormatError },
     #[error("{id}: not in the index")]
