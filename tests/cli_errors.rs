@@ -388,6 +388,72 @@ fn a_damaged_config_is_repaired() {
     assert_same_tree(&describe(&src), &describe(&m.latest_in("")));
 }
 
+/// The config of an encrypted repository (version 2) is corrected by one bit, never rebuilt from the unencrypted
+/// defaults: a backup would then write plaintext into it.
+#[test]
+fn an_encrypted_config_is_never_rebuilt_from_unencrypted_defaults() {
+    use backupfs::format::config::{Config, Encryption};
+    let t = TempDir::new("config-v2");
+    let (_, repo) = backed_up_tree(&t, "config-v2", "default", None);
+    let path = repo.join("config");
+    let id: [u8; 32] = std::fs::read(&path).unwrap()[12..44].try_into().unwrap();
+    let encrypted = Config {
+        encryption: Some(Encryption { key_check: [9; 16] }),
+        ..Config::new(id)
+    }
+    .encode();
+    // Until this build reads and writes encrypted repositories (issue 15), it refuses them whole.
+    std::fs::write(&path, &encrypted).unwrap();
+    let before = repo_files(&repo);
+    for args in [
+        &["snapshots"][..],
+        &["backup", "--account", "x"],
+        &["check"],
+    ] {
+        let mut cmd = bin();
+        cmd.args(args).arg("--repo").arg(&repo);
+        if args[0] == "backup" {
+            cmd.arg(t.path());
+        }
+        fails(
+            &mut cmd,
+            1,
+            "the repository is encrypted at rest, which this build cannot read or write yet",
+        );
+    }
+    assert_eq!(repo_files(&repo), before);
+    let repair = || {
+        bin()
+            .args(["repair", "config", "--repo"])
+            .arg(&repo)
+            .output()
+            .unwrap()
+    };
+    let mut one_bit = encrypted.clone();
+    one_bit[70] ^= 4;
+    std::fs::write(&path, &one_bit).unwrap();
+    let out = repair();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("corrected bit 2 of byte 70"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), encrypted);
+    let mut two_bits = encrypted.clone();
+    two_bits[70] ^= 4;
+    two_bits[71] ^= 4;
+    std::fs::write(&path, &two_bits).unwrap();
+    fails(
+        bin().args(["repair", "config", "--repo"]).arg(&repo),
+        1,
+        "an encrypted repository's config, damaged beyond one bit",
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        two_bits,
+        "the damaged config was replaced"
+    );
+}
+
 /// Databases, mail, users and excludes that cannot work: one line naming the file and the key (exit 1), before
 /// anything is written; a mail directory that is missing is a warning (exit 3) and the rest is backed up.
 #[test]

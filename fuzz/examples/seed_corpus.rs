@@ -102,6 +102,13 @@ fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
 
     write(&dir, "decode_config", "new", &Config::new([7; 32]).encode());
+    let encrypted = Config {
+        encryption: Some(backupfs_fuzz::format::config::Encryption {
+            key_check: [3; 16],
+        }),
+        ..Config::new([8; 32])
+    };
+    write(&dir, "decode_config", "encrypted", &encrypted.encode());
 
     let mut pack = PackBuilder::default();
     let chunk = vec![b'a'; 3000];

@@ -13,6 +13,13 @@
 //!     64   32 BLAKE3 of bytes 0..64
 //!     96      end
 //! ```
+//! Version 2, a repository encrypted at rest (issue 15; no writer makes one yet), keeps bytes 0..64 and adds:
+//! ```text
+//!     64    4 scheme u32      1: keyed BLAKE3 ids, ChaCha20-Poly1305 (`crate::crypto`)
+//!     68   16 key check value what the right key derives (a wrong key is named as such, not as damage)
+//!     84   32 BLAKE3 of bytes 0..84
+//!    116      end
+//! ```
 
 use super::codec::{Reader, Writer};
 use super::tree::MAX_CHUNK_LEN;
@@ -27,6 +34,22 @@ const PACK_TARGET_AT: usize = ZSTD_LEVEL_AT + 4;
 const CHECKSUM_AT: usize = PACK_TARGET_AT + 4;
 pub const CONFIG_LEN: usize = CHECKSUM_AT + 32;
 const _: () = assert!(CHECKSUM_AT == 64 && CONFIG_LEN == 96);
+const SCHEME_AT: usize = PACK_TARGET_AT + 4;
+const KEY_CHECK_AT: usize = SCHEME_AT + 4;
+const CHECKSUM_V2_AT: usize = KEY_CHECK_AT + 16;
+/// The length of a version 2 (encrypted) config.
+pub const CONFIG_V2_LEN: usize = CHECKSUM_V2_AT + 32;
+const _: () = assert!(CHECKSUM_V2_AT == 84 && CONFIG_V2_LEN == 116);
+
+/// The one encryption scheme: keyed BLAKE3 ids and ChaCha20-Poly1305 (`crate::crypto`).
+pub const SCHEME_CHACHA20_POLY1305: u32 = 1;
+
+/// How a repository is encrypted at rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Encryption {
+    /// What the repository's key derives (`crypto::Keys::check`).
+    pub key_check: [u8; 16],
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -36,6 +59,8 @@ pub struct Config {
     pub chunk_max: u32,
     pub zstd_level: i32,
     pub pack_target: u32,
+    /// None: not encrypted (version 1).
+    pub encryption: Option<Encryption>,
 }
 
 impl Config {
@@ -49,20 +74,27 @@ impl Config {
             chunk_max: 4 * 1024 * 1024,
             zstd_level: 3,
             pack_target: 32 * 1024 * 1024,
+            encryption: None,
         }
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(CONFIG_LEN);
+        let mut w = Writer::with_capacity(CONFIG_V2_LEN);
         w.bytes(&magic::CONFIG);
-        w.u32(magic::CONFIG_VERSION);
+        w.u32(match self.encryption {
+            None => magic::CONFIG_VERSION,
+            Some(_) => magic::CONFIG_VERSION_ENCRYPTED,
+        });
         w.bytes(&self.repo_id);
         w.u32(self.chunk_min);
         w.u32(self.chunk_avg);
         w.u32(self.chunk_max);
         w.u32(self.zstd_level as u32);
         w.u32(self.pack_target);
-        debug_assert_eq!(w.buf.len(), CHECKSUM_AT);
+        if let Some(e) = &self.encryption {
+            w.u32(SCHEME_CHACHA20_POLY1305);
+            w.bytes(&e.key_check);
+        }
         let sum = blake3::hash(&w.buf);
         w.bytes(sum.as_bytes());
         w.buf
@@ -70,19 +102,32 @@ impl Config {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes, "config");
-        r.header(magic::CONFIG, magic::CONFIG_VERSION)?;
+        let version = r.header_any(
+            magic::CONFIG,
+            &[magic::CONFIG_VERSION, magic::CONFIG_VERSION_ENCRYPTED],
+        )?;
         let repo_id = r.array::<32>()?;
-        let cfg = Self {
+        let mut cfg = Self {
             repo_id,
             chunk_min: r.u32()?,
             chunk_avg: r.u32()?,
             chunk_max: r.u32()?,
             zstd_level: r.u32()? as i32,
             pack_target: r.u32()?,
+            encryption: None,
         };
+        if version == magic::CONFIG_VERSION_ENCRYPTED {
+            if r.u32()? != SCHEME_CHACHA20_POLY1305 {
+                return Err(r.invalid_at(SCHEME_AT, "unknown encryption scheme"));
+            }
+            cfg.encryption = Some(Encryption {
+                key_check: r.array::<16>()?,
+            });
+        }
+        let checksum_at = r.offset();
         let sum = r.array::<32>()?;
         r.finish()?;
-        if blake3::hash(&bytes[..CHECKSUM_AT]).as_bytes() != &sum {
+        if blake3::hash(&bytes[..checksum_at]).as_bytes() != &sum {
             return Err(FormatError::Checksum { object: "config" });
         }
         cfg.validate(&r)?;
@@ -126,5 +171,27 @@ mod tests {
             Config::decode(&bytes),
             Err(FormatError::UnsupportedVersion { found: 9, .. })
         ));
+    }
+
+    #[test]
+    fn an_encrypted_config_is_version_2_and_checked_whole() {
+        let cfg = Config {
+            encryption: Some(Encryption { key_check: [4; 16] }),
+            ..Config::new([7; 32])
+        };
+        let bytes = cfg.encode();
+        assert_eq!(bytes.len(), CONFIG_V2_LEN);
+        assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+        assert_eq!(Config::decode(&bytes).unwrap(), cfg);
+        for n in 0..bytes.len() {
+            assert!(Config::decode(&bytes[..n]).is_err(), "truncated to {n}");
+        }
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(Config::decode(&bad).is_err(), "byte {i} flipped");
+        }
+        // Version 1 is what an unencrypted repository keeps writing, byte for byte.
+        assert_eq!(Config::new([7; 32]).encode().len(), CONFIG_LEN);
     }
 }

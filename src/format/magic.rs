@@ -26,6 +26,8 @@ pub const PACK_INDEX: [u8; 8] = *b"BKFSPIDX";
 /// Format version of the repository as a whole (config) and of every object kind. All are 1 in format v1; they
 /// are separate so that one object kind can evolve without touching the others.
 pub const CONFIG_VERSION: u32 = 1;
+/// The config of a repository encrypted at rest: version 1's fields, the scheme and the key check value.
+pub const CONFIG_VERSION_ENCRYPTED: u32 = 2;
 pub const PACK_VERSION: u32 = 1;
 pub const TREE_VERSION: u32 = 1;
 pub const TREE_INDEX_VERSION: u32 = 1;

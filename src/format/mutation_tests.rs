@@ -582,9 +582,15 @@ fn check_config(b: &[u8]) -> Outcome {
 /// The config with its checksum recomputed, so that a mutation reaches the field checks behind it.
 fn check_config_resealed(b: &[u8]) -> Outcome {
     let mut b = b.to_vec();
+    // Version 1 ends with the checksum of bytes 0..64, version 2 (encrypted) with that of bytes 0..84.
+    let at = if b.len() >= super::config::CONFIG_V2_LEN {
+        84
+    } else {
+        64
+    };
     if b.len() >= CONFIG_LEN {
-        let sum = blake3::hash(&b[..64]);
-        b[64..96].copy_from_slice(sum.as_bytes());
+        let sum = blake3::hash(&b[..at]);
+        b[at..at + 32].copy_from_slice(sum.as_bytes());
     }
     check_config(&b)
 }
@@ -803,7 +809,11 @@ fn config() {
     let mut other = Config::new([0xa5; 32]);
     (other.chunk_min, other.chunk_avg, other.chunk_max) = (64, 64, MAX_CHUNK_LEN as u32);
     (other.zstd_level, other.pack_target) = (22, 1);
-    let valid: Vec<Vec<u8>> = [Config::new([7; 32]), other]
+    let encrypted = Config {
+        encryption: Some(super::config::Encryption { key_check: [3; 16] }),
+        ..Config::new([8; 32])
+    };
+    let valid: Vec<Vec<u8>> = [Config::new([7; 32]), other, encrypted]
         .iter()
         .map(Config::encode)
         .collect();

@@ -9,6 +9,7 @@
 
 use crate::backend::{Backend, BackendError, Location, Object, S3Settings};
 use crate::format::config::Config;
+use crate::format::FormatError;
 use crate::repo::RepoError;
 
 /// What `repair_config` found and did.
@@ -44,6 +45,19 @@ pub fn repair_config(location: &Location, s3: &S3Settings) -> Result<ConfigRepai
     }
     let (fixed, what) = match one_bit_fix(&bytes) {
         Some((config, byte, bit)) => (config, ConfigRepair::BitCorrected { byte, bit }),
+        None if looks_encrypted(&bytes) => {
+            // The defaults are unencrypted: rebuilding from them would let the next backup write plaintext.
+            return Err(RepoError::Format {
+                object: format!("{location}/config"),
+                source: FormatError::Invalid {
+                    object: "config",
+                    offset: 8,
+                    what: "an encrypted repository's config, damaged beyond one bit: it is not rebuilt from the \
+                           (unencrypted) defaults"
+                        .into(),
+                },
+            });
+        }
         None => {
             let mut repo_id = [0u8; 32];
             if let Some(id) = bytes.get(12..44) {
@@ -73,6 +87,13 @@ fn looks_like_repository(location: &Location, backend: &dyn Backend) -> Result<b
 }
 
 /// The config that one flipped bit away from `bytes` verifies, with the bit's place.
+/// A config written for encryption: its length or its version says so.
+fn looks_encrypted(bytes: &[u8]) -> bool {
+    bytes.len() == crate::format::config::CONFIG_V2_LEN
+        || bytes.get(8..12)
+            == Some(&crate::format::magic::CONFIG_VERSION_ENCRYPTED.to_le_bytes()[..])
+}
+
 fn one_bit_fix(bytes: &[u8]) -> Option<(Config, usize, u8)> {
     let mut trial = bytes.to_vec();
     for byte in 0..trial.len() {
