@@ -2,12 +2,15 @@
 //!
 //! Layers, bottom up; each depends only on the ones above it in this list:
 //! - `format`: the bytes of every on-disk object (spec in `format/SPEC.md`). Pure functions, no I/O.
+//! - `crypto`: keys, key files and per-object authenticated encryption for repositories encrypted at rest
+//!   (issue 15, in progress: `repo::BlobCodec` can seal blobs; manifests and trailers are next, and until then a
+//!   build refuses an encrypted repository whole).
 //! - `backend`: where immutable objects (packs, manifests, pack indexes, config) are stored: a local directory or
 //!   an S3 bucket, chosen from the repository's `Location` and injected into `Repository`. Objects are written
 //!   once, whole, under a new name; nothing above this layer knows which store it talks to.
 //! - `index`: the RocksDB index of blob locations and the snapshot catalog, derivable from the backend's objects.
-//! - `repo`: the `Repository` handle that owns backend, index and caches, returns only verified blobs, and
-//!   commits snapshots in a crash-safe order. Its `StateDir` holds every local path (index, locks, caches): the
+//! - `repo`: the `Repository` handle that owns backend, index and caches, returns only verified blobs (named,
+//!   stored and verified in one place, `BlobCodec`), and commits snapshots in a crash-safe order. Its `StateDir` holds every local path (index, locks, caches): the
 //!   repository directory itself, or a per-machine state directory that follows a store several machines share
 //!   (synced from listings; ordinals assigned under a commit lease made of PUT, LIST and DELETE).
 //! - `backup`: the backup command (walk, chunk, store, commit). An account with databases or mail gets a snapshot
