@@ -161,6 +161,33 @@ impl ObjectKey {
     }
 }
 
+/// Why a file holding a secret was not read.
+#[derive(Debug)]
+pub enum PrivateFileError {
+    Unreadable(std::io::Error),
+    /// Group or others may read or write it: its mode.
+    Exposed(u32),
+}
+
+/// The text of a file holding a secret (a key file, S3 credentials), only if no one but its owner may read or
+/// write it. The mode is checked on the file that is read, not on a path that could be replaced in between.
+pub fn read_private(path: &Path) -> Result<String, PrivateFileError> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut file = std::fs::File::open(path).map_err(PrivateFileError::Unreadable)?;
+    let mode = file
+        .metadata()
+        .map_err(PrivateFileError::Unreadable)?
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(PrivateFileError::Exposed(mode & 0o7777));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(PrivateFileError::Unreadable)?;
+    Ok(text)
+}
+
 /// Why a key file cannot be used. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -251,19 +278,16 @@ impl KeyFile {
     /// Reads the key file at `path` for repository `wanted`: refused if others may read or write it, or if it
     /// holds another repository's key.
     pub fn load(path: &Path, wanted: &[u8; 32]) -> Result<Self, KeyFileError> {
-        use std::os::unix::fs::MetadataExt;
-        let unreadable = |source| KeyFileError::Unreadable {
-            path: path.to_path_buf(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(unreadable)?;
-        if meta.mode() & 0o077 != 0 {
-            return Err(KeyFileError::Exposed {
+        let text = read_private(path).map_err(|e| match e {
+            PrivateFileError::Unreadable(source) => KeyFileError::Unreadable {
                 path: path.to_path_buf(),
-                mode: meta.mode() & 0o7777,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(unreadable)?;
+                source,
+            },
+            PrivateFileError::Exposed(mode) => KeyFileError::Exposed {
+                path: path.to_path_buf(),
+                mode,
+            },
+        })?;
         let file = Self::parse(&text, path)?;
         if &file.repository != wanted {
             return Err(KeyFileError::OtherRepository {

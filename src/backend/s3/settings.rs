@@ -88,19 +88,17 @@ pub fn load_credentials(file: Option<&Path>) -> Result<Credentials, CredentialsE
 
 /// A file of two TOML keys, `access_key_id` and `secret_access_key`, that only its owner may read.
 pub fn read_credentials_file(path: &Path) -> Result<Credentials, CredentialsError> {
-    use std::os::unix::fs::MetadataExt;
-    let read_err = |source| CredentialsError::Read {
-        path: path.into(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(read_err)?;
-    if meta.mode() & 0o077 != 0 {
-        return Err(CredentialsError::Exposed {
+    use crate::crypto::{read_private, PrivateFileError};
+    let text = read_private(path).map_err(|e| match e {
+        PrivateFileError::Unreadable(source) => CredentialsError::Read {
             path: path.into(),
-            mode: meta.mode() & 0o7777,
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(read_err)?;
+            source,
+        },
+        PrivateFileError::Exposed(mode) => CredentialsError::Exposed {
+            path: path.into(),
+            mode,
+        },
+    })?;
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct File {
