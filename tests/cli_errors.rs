@@ -531,19 +531,8 @@ fn bad_account_settings_are_clear_errors() {
         format!("repository = {repo:?}\n[accounts.alice]\nsource = {src:?}\nmail = \"/nonexistent/vmail\"\n"),
     )
     .unwrap();
-    let out = bin()
-        .arg("--config")
-        .arg(&cfg)
-        .args(["backup", "--account", "alice", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (summary, code) = backup_with_config(&cfg, "alice", &[]);
+    assert_eq!(code, 3, "{summary}");
     assert!(
         summary["warning_messages"][0]
             .as_str()

@@ -40,24 +40,6 @@ fn my_entry(db: &DbServers, names: &str, extra: &str) -> String {
     )
 }
 
-/// `backupfs backup --account NAME --json` with `config`: (summary, exit code); panics on an exit other than
-/// 0 or 3.
-fn backup_account(config: &Path, account: &str) -> (serde_json::Value, i32) {
-    let out = bin()
-        .arg("--config")
-        .arg(config)
-        .args(["backup", "--account", account, "--json"])
-        .output()
-        .unwrap();
-    let code = out.status.code().unwrap_or(-1);
-    assert!(
-        code == 0 || code == 3,
-        "backup exited {code}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (serde_json::from_slice(&out.stdout).unwrap(), code)
-}
-
 /// A new repository in a new temporary directory.
 fn new_repo(label: &str) -> (TempDir, PathBuf) {
     let t = TempDir::new(label);
@@ -169,7 +151,7 @@ fn round_trip_through_the_mount_with_each_servers_own_client() {
 
     let (t, repo) = new_repo("db-roundtrip");
     let cfg = config(&t, &repo, &alice, &discover_both(&db));
-    let (summary, code) = backup_account(&cfg, a);
+    let (summary, code) = backup_with_config(&cfg, a, &[]);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["layout"], "parts");
     assert_eq!(status(&summary, &shop), "ok");
@@ -247,7 +229,7 @@ fn a_dump_is_one_consistent_snapshot_under_concurrent_writes() {
         });
         std::thread::sleep(Duration::from_millis(200));
         let before = transfers.load(Ordering::Relaxed);
-        let (summary, _) = backup_account(&cfg, &a);
+        let (summary, _) = backup_with_config(&cfg, &a, &[]);
         let during = transfers.load(Ordering::Relaxed) - before;
         stop.store(true, Ordering::Relaxed);
         assert!(
@@ -378,7 +360,7 @@ fn failed_dumps_leave_notes_and_exit_3() {
         ],
     );
     // The night before: everything there but the database that does not exist.
-    let (first, code) = backup_account(&cfg, &a);
+    let (first, code) = backup_with_config(&cfg, &a, &[]);
     assert_eq!(
         (code, status(&first, &big), status(&first, &missing)),
         (3, "ok".into(), "failed".into())
@@ -417,7 +399,7 @@ fn failed_dumps_leave_notes_and_exit_3() {
             )
         });
         std::thread::sleep(Duration::from_millis(300));
-        let result = backup_account(&cfg, &a);
+        let result = backup_with_config(&cfg, &a, &[]);
         killer.join().unwrap();
         watcher.join().unwrap();
         result
@@ -515,7 +497,7 @@ fn accounts_are_isolated_by_the_server_and_the_mount() {
         &alice,
         &[pg_entry(&db, &names, ""), my_entry(&db, &names, "")],
     );
-    let (summary, code) = backup_account(&cfg, &a);
+    let (summary, code) = backup_with_config(&cfg, &a, &[]);
     assert_eq!(code, 3);
     assert_eq!(status(&summary, &alice_wp), "ok");
     let warnings = summary["warning_messages"].to_string();
@@ -536,7 +518,7 @@ fn accounts_are_isolated_by_the_server_and_the_mount() {
     );
     // Discovery as alice lists alice's databases only.
     let cfg_discover = config(&t, &repo, &alice, &discover_both(&db));
-    let (discovered, code) = backup_account(&cfg_discover, &a);
+    let (discovered, code) = backup_with_config(&cfg_discover, &a, &[]);
     // Exit 3 for the MyISAM table's warning alone.
     assert_eq!(
         (code, &discovered["warnings"]),
@@ -551,7 +533,7 @@ fn accounts_are_isolated_by_the_server_and_the_mount() {
         .collect();
     assert_eq!(found, [alice_wp.as_str(), alice_wp.as_str()]);
     let cfg_bob = config(&t, &repo, &bob, &[pg_entry(&db, "\"discover\"", "")]);
-    backup_account(&cfg_bob, &b);
+    backup_with_config(&cfg_bob, &b, &[]);
     // An account the servers do not know: authentication refused, for discovery and for a named database.
     let carol = TestUser::new();
     let cfg_carol = config(
@@ -563,7 +545,7 @@ fn accounts_are_isolated_by_the_server_and_the_mount() {
             my_entry(&db, "[\"x_db\"]", ""),
         ],
     );
-    let (refused, code) = backup_account(&cfg_carol, &carol.name);
+    let (refused, code) = backup_with_config(&cfg_carol, &carol.name, &[]);
     assert_eq!(code, 3, "{refused}");
     assert_eq!(status(&refused, "x_db"), "failed");
     let warnings = refused["warning_messages"].to_string();
@@ -604,7 +586,7 @@ fn a_small_change_adds_little() {
           SELECT i, CONCAT('title ', i), REPEAT(MD5(i), 4) FROM s;"));
     let (t, repo) = new_repo("db-dedup");
     let cfg = config(&t, &repo, &alice, &discover_both(&db));
-    let (first, _) = backup_account(&cfg, &a);
+    let (first, _) = backup_with_config(&cfg, &a, &[]);
     // A day on a small site: a few orders edited, new ones, a comment deleted, a post edited.
     ok(db.pg_as(
         &alice,
@@ -618,7 +600,7 @@ fn a_small_change_adds_little() {
         "UPDATE posts SET title = 'edited' WHERE id IN (100000, 100001);
         DELETE FROM posts WHERE id = 100005; INSERT INTO posts VALUES (200001, 'new', 'body');",
     ));
-    let (second, _) = backup_account(&cfg, &a);
+    let (second, _) = backup_with_config(&cfg, &a, &[]);
     let dump_bytes: u64 = second["databases"]
         .as_array()
         .unwrap()
@@ -649,7 +631,7 @@ fn a_1_gb_dump_streams_in_bounded_memory() {
     ok(db.pg_as(&alice, &big, "CREATE TABLE big AS SELECT i, repeat(md5(i::text), 10) AS pad FROM generate_series(1, 3300000) i;"));
     let (t, repo) = new_repo("db-1gb");
     let cfg = config(&t, &repo, &alice, &[pg_entry(&db, "\"discover\"", "")]);
-    let (summary, code) = backup_account(&cfg, &a);
+    let (summary, code) = backup_with_config(&cfg, &a, &[]);
     assert_eq!(code, 0, "{summary}");
     let d = &summary["databases"][0];
     let (bytes, secs) = (
@@ -744,7 +726,7 @@ fn a_backup_killed_during_dumps_leaves_no_dump_running() {
         run_and_kill(&mut backup_command(&cfg, &a), delay);
         gone("the dumps to end with the backup killed");
     }
-    let (summary, code) = backup_account(&cfg, &a);
+    let (summary, code) = backup_with_config(&cfg, &a, &[]);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(
         (status(&summary, &shop), status(&summary, &big)),
@@ -768,7 +750,7 @@ fn a_full_disk_during_a_dump_fails_the_backup_and_keeps_the_night_before() {
     let repo = disk.0.join("repo");
     init_repo(&repo);
     let cfg = config(&t, &repo, &alice, &[my_entry(&db, "\"discover\"", "")]);
-    let (first, code) = backup_account(&cfg, &a);
+    let (first, code) = backup_with_config(&cfg, &a, &[]);
     assert_eq!(code, 0, "{first}");
     // Distinct hex digests compress about 2:1: some 75 MB of dump cannot fit in what is left of 24 MB.
     ok(db.my_as(&alice, &big, "SET SESSION max_recursive_iterations = 10000000;

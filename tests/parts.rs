@@ -17,23 +17,6 @@ fn config(t: &TempDir, repo: &Path, account: &str, source: &Path, extra: &str) -
     path
 }
 
-fn backup_with(config: &Path, account: &str, extra: &[&str]) -> (serde_json::Value, i32) {
-    let out = bin()
-        .arg("--config")
-        .arg(config)
-        .args(["backup", "--account", account, "--json"])
-        .args(extra)
-        .output()
-        .unwrap();
-    let code = out.status.code().unwrap_or(-1);
-    assert!(
-        code == 0 || code == 3,
-        "backup failed ({code}): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (serde_json::from_slice(&out.stdout).unwrap(), code)
-}
-
 fn write(path: &Path, data: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, data).unwrap();
@@ -86,7 +69,7 @@ fn maildir_flag_change_costs_no_data_and_no_read() {
     maildir(&mail);
     init_repo(&repo);
     let cfg = config(&t, &repo, "alice", &src, &format!("mail = {mail:?}"));
-    let (first, _) = backup_with(&cfg, "alice", &[]);
+    let (first, _) = backup_with_config(&cfg, "alice", &[]);
     assert_eq!(first["layout"], "parts");
 
     // A client marks a message seen: Dovecot renames it (same inode, size and mtime; a new ctime).
@@ -96,7 +79,7 @@ fn maildir_flag_change_costs_no_data_and_no_read() {
         cur.join("1700000003.M3P1.host:2,S"),
     )
     .unwrap();
-    let (second, _) = backup_with(&cfg, "alice", &[]);
+    let (second, _) = backup_with_config(&cfg, "alice", &[]);
     assert_eq!(
         second["bytes_read"], 0,
         "a renamed message is read again: {second}"
@@ -165,7 +148,7 @@ fn excludes_and_the_accounts_own_mount_point() {
     // The mount point is served while the backup runs, as it is on the platform.
     let first = {
         let _m = Mount::new(&repo, "alice", &src.join("admin/backup"));
-        backup_with(&cfg, "alice", &["--exclude", "/big.iso"]).0
+        backup_with_config(&cfg, "alice", &["--exclude", "/big.iso"]).0
     };
     assert_eq!(first["layout"], "flat");
     let m = Mount::new(&repo, "alice", &t.join("mnt"));
@@ -205,7 +188,7 @@ fn flat_snapshots_and_snapshots_with_parts_in_one_mount() {
     let flat = backup(&repo, "alice", &src, Some("2026-11-20T02:00:00Z"));
     assert_eq!(flat["layout"], "flat");
     let cfg = config(&t, &repo, "alice", &src, &format!("mail = {mail:?}"));
-    let (parts, _) = backup_with(&cfg, "alice", &["--time", "2026-11-21T02:00:00Z"]);
+    let (parts, _) = backup_with_config(&cfg, "alice", &["--time", "2026-11-21T02:00:00Z"]);
     assert_eq!(parts["layout"], "parts");
     // The files were compared with the flat snapshot's tree: only mail was read.
     let mail_bytes = file_bytes(&mail);
@@ -316,7 +299,7 @@ fn hardlinks_of_mail_on_another_filesystem_keep_their_own_content() {
         &home.0,
         &format!("mail = {:?}", vmail.0),
     );
-    backup_with(&cfg, "alice", &[]);
+    backup_with_config(&cfg, "alice", &[]);
     let m = Mount::new(&repo, "alice", &t.join("mnt"));
     let latest = m.latest_in("");
     for (part, text) in [("files", "home's"), ("mails", "mail's")] {

@@ -150,6 +150,29 @@ pub fn backup(repo: &Path, account: &str, source: &Path, time: Option<&str>) -> 
     serde_json::from_slice(&out.stdout).expect("backup --json prints JSON")
 }
 
+/// `backupfs --config CONFIG backup --account ACCOUNT --json EXTRA...`: its summary and exit code, which must be
+/// 0 or 3 (warnings); anything else fails the test with the backup's stderr.
+pub fn backup_with_config(
+    config: &Path,
+    account: &str,
+    extra: &[&str],
+) -> (serde_json::Value, i32) {
+    let out = bin()
+        .arg("--config")
+        .arg(config)
+        .args(["backup", "--account", account, "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let code = out.status.code().unwrap_or(-1);
+    assert!(
+        code == 0 || code == 3,
+        "backup exited {code}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (serde_json::from_slice(&out.stdout).unwrap(), code)
+}
+
 pub fn is_mounted(mountpoint: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
