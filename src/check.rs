@@ -44,7 +44,7 @@ pub fn check(repo: &Repository, read_fraction: f64) -> Result<CheckReport, RepoE
     let forgetting = repo.forgetting()?;
     for s in &snapshots {
         let gone = |e: &RepoError| matches!(e, RepoError::Backend(BackendError::NotFound { .. }));
-        match read_manifest(repo.backend(), s.id) {
+        match read_manifest(repo, s.id) {
             Err(e) if gone(&e) && forgetting.contains(&s.id) => report.leftovers.push(format!(
                 "snapshot {} ({}): being forgotten by an interrupted prune (the next prune finishes)",
                 s.id,
@@ -223,7 +223,7 @@ fn check_blob(
         .ok_or("not in the index")?;
     let trailer = packs
         .entry(loc.pack)
-        .or_insert_with(|| read_pack_trailer(repo.backend(), loc.pack).ok());
+        .or_insert_with(|| read_pack_trailer(repo, loc.pack).ok());
     let Some(entries) = trailer else {
         return Err(format!("its pack {} is missing or unreadable", loc.pack));
     };
@@ -361,7 +361,7 @@ fn find_leftovers(
         if catalog.contains_key(&id) {
             continue;
         }
-        match read_manifest(repo.backend(), id) {
+        match read_manifest(repo, id) {
             Ok((m, _)) if ordinals.contains(&m.ordinal) => report.damage.push(format!(
                 "snapshot {id}: its ordinal {} belongs to another snapshot, so it cannot be shown; run \
                  `backupfs repair index`",

@@ -143,6 +143,19 @@ impl ObjectKey {
         plaintext
     }
 
+    /// Decrypts part number `part` where it lies (the read path's scratch buffer) and returns the plaintext's
+    /// part of it; None if it does not open.
+    pub fn open_in_place<'a>(
+        &self,
+        part: u64,
+        aad: &[u8],
+        sealed: &'a mut [u8],
+    ) -> Option<&'a mut [u8]> {
+        self.0
+            .open_in_place(nonce(part), Aad::from(aad), sealed)
+            .ok()
+    }
+
     /// Decrypts part number `part`; any change to the bytes, the part number or `aad` is an error naming `what`.
     pub fn open(
         &self,

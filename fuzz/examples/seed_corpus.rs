@@ -10,6 +10,7 @@
 
 use backupfs_fuzz::format::config::Config;
 use backupfs_fuzz::format::links::{Link, LinkTable};
+use backupfs_fuzz::format::magic;
 use backupfs_fuzz::format::manifest::{Manifest, Part, PartKind, Stats};
 use backupfs_fuzz::format::pack::{
     compress, decompress, Compression, Footer, PackBuilder, FOOTER_LEN, HEADER_LEN,
@@ -110,7 +111,7 @@ fn main() {
     };
     write(&dir, "decode_config", "encrypted", &encrypted.encode());
 
-    let mut pack = PackBuilder::default();
+    let mut pack = PackBuilder::new(magic::PACK_VERSION);
     let chunk = vec![b'a'; 3000];
     let (stored, c) = compress(&chunk, 3);
     pack.add(
@@ -126,12 +127,12 @@ fn main() {
         Compression::Raw,
         tree.len() as u32,
     );
-    write(&dir, "decode_pack_tail", "two-blobs", &pack.finish().1);
+    write(&dir, "decode_pack_tail", "two-blobs", &pack.finish(&|t| t).1);
     write(
         &dir,
         "decode_pack_tail",
         "empty",
-        &PackBuilder::default().finish().1,
+        &PackBuilder::new(magic::PACK_VERSION).finish(&|t| t).1,
     );
 
     write(&dir, "decode_tree", "sample", &tree);
@@ -291,7 +292,11 @@ fn blobs(pack: &[u8]) -> Vec<(BlobKind, Vec<u8>)> {
     if pack.len() < HEADER_LEN + FOOTER_LEN {
         return Vec::new();
     }
-    let Ok(footer) = Footer::decode(&pack[pack.len() - FOOTER_LEN..], pack.len() as u64) else {
+    let Ok(footer) = Footer::decode(
+        &pack[pack.len() - FOOTER_LEN..],
+        pack.len() as u64,
+        magic::PACK_VERSION,
+    ) else {
         return Vec::new();
     };
     let trailer = &pack[footer.trailer_offset as usize..pack.len() - FOOTER_LEN];

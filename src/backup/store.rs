@@ -32,7 +32,7 @@ impl<'r> Shared<'r> {
     pub fn new(repo: &'r Repository) -> Self {
         Self {
             repo,
-            packers: Default::default(),
+            packers: [(); 2].map(|()| Mutex::new(repo.codec().new_pack())),
             written: Mutex::new(Vec::new()),
             error: Mutex::new(None),
             added_blobs: AtomicU64::new(0),
@@ -65,7 +65,10 @@ impl<'r> Shared<'r> {
                 .unwrap_or_else(|p| p.into_inner());
             packer.add(job.id, &stored, compression, job.data.len() as u32);
             if packer.data_len() >= self.repo.config().pack_target as usize {
-                Some(std::mem::take(&mut *packer))
+                Some(std::mem::replace(
+                    &mut *packer,
+                    self.repo.codec().new_pack(),
+                ))
             } else {
                 None
             }
@@ -80,7 +83,7 @@ impl<'r> Shared<'r> {
     }
 
     fn write_pack(&self, pack: PackBuilder) -> Result<(), RepoError> {
-        let (id, bytes, entries) = pack.finish();
+        let (id, bytes, entries) = self.repo.codec().finish_pack(pack)?;
         self.repo.backend().write_new(Object::Pack(id), &bytes)?;
         self.repo.remember_metadata(&bytes, &entries);
         let size = bytes.len() as u64;
@@ -109,7 +112,9 @@ impl<'r> Shared<'r> {
             return Err(e);
         }
         for packer in &self.packers {
-            let pack = std::mem::take(&mut *packer.lock().unwrap_or_else(|p| p.into_inner()));
+            let mut packer = packer.lock().unwrap_or_else(|p| p.into_inner());
+            let pack = std::mem::replace(&mut *packer, self.repo.codec().new_pack());
+            drop(packer);
             if !pack.is_empty() {
                 self.write_pack(pack)?;
             }

@@ -22,6 +22,9 @@ pub const LINKS: [u8; 8] = *b"BKFSLINK";
 pub const MANIFEST: [u8; 8] = *b"BKFSSNAP";
 /// First bytes of a pack index object: the trailers of packs, so that a new machine need not read each pack.
 pub const PACK_INDEX: [u8; 8] = *b"BKFSPIDX";
+/// First bytes of an envelope: a whole object (a manifest, a pack index object) of a repository encrypted at
+/// rest, sealed.
+pub const SEALED: [u8; 8] = *b"BKFSSEAL";
 
 /// Format version of the repository as a whole (config) and of every object kind. All are 1 in format v1; they
 /// are separate so that one object kind can evolve without touching the others.
@@ -29,6 +32,8 @@ pub const CONFIG_VERSION: u32 = 1;
 /// The config of a repository encrypted at rest: version 1's fields, the scheme and the key check value.
 pub const CONFIG_VERSION_ENCRYPTED: u32 = 2;
 pub const PACK_VERSION: u32 = 1;
+/// A pack of a repository encrypted at rest: its blobs are sealed, and so is its trailer.
+pub const PACK_VERSION_SEALED: u32 = 2;
 pub const TREE_VERSION: u32 = 1;
 pub const TREE_INDEX_VERSION: u32 = 1;
 pub const LINKS_VERSION: u32 = 1;
@@ -37,5 +42,6 @@ pub const MANIFEST_VERSION: u32 = 1;
 /// the parts. Flat snapshots are still written as version 1, byte for byte as before.
 pub const MANIFEST_VERSION_PARTS: u32 = 2;
 pub const PACK_INDEX_VERSION: u32 = 1;
+pub const SEALED_VERSION: u32 = 1;
 /// Version of the RocksDB index's key layout, stored under the index's `V` key.
 pub const INDEX_VERSION: u32 = 1;

@@ -13,6 +13,7 @@ pub mod manifest;
 pub(crate) mod mutation_tests;
 pub mod pack;
 pub mod pack_index;
+pub mod sealed;
 pub mod tree;
 pub mod tree_index;
 

@@ -509,7 +509,7 @@ pub(crate) fn manifests() -> Vec<Manifest> {
 /// Packs with every blob kind and both compressions, and an empty one; the nonce is fixed for determinism.
 fn packs() -> Vec<Vec<u8>> {
     let mut rng = Rng::new(1);
-    let mut b = PackBuilder::default();
+    let mut b = PackBuilder::new(magic::PACK_VERSION);
     let add = |b: &mut PackBuilder, id: BlobId, raw: &[u8]| {
         let (stored, c) = super::pack::compress(raw, 3);
         b.add(id, &stored, c, raw.len() as u32);
@@ -530,8 +530,8 @@ fn packs() -> Vec<Vec<u8>> {
     add(&mut b, BlobId::tree(TreeId::of(&tree)), &tree);
     let links = links_tables().pop().unwrap().encode();
     add(&mut b, BlobId::links(LinksId::of(&links)), &links);
-    let full = b.finish().1;
-    let empty = PackBuilder::default().finish().1;
+    let full = b.finish(&|t| t).1;
+    let empty = PackBuilder::new(magic::PACK_VERSION).finish(&|t| t).1;
     [full, empty]
         .into_iter()
         .map(|mut p| {
@@ -598,12 +598,15 @@ fn check_config_resealed(b: &[u8]) -> Outcome {
 /// The header has no decoded value (the nonce is free): what is true of an accepted one is its length, magic and
 /// version.
 fn check_pack_header(b: &[u8]) -> Outcome {
-    if check_header(b).is_err() {
+    let Ok(version) = check_header(b) else {
         return Ok(Accepted::No);
+    };
+    if version != magic::PACK_VERSION && version != magic::PACK_VERSION_SEALED {
+        return Err(format!("accepted pack version {version}"));
     }
     let mut expected = Writer::default();
     expected.bytes(&magic::PACK_HEADER);
-    expected.u32(magic::PACK_VERSION);
+    expected.u32(version);
     if b.len() != HEADER_LEN || b[..12] != expected.buf[..] {
         return Err("accepted a header that is not 16 bytes of magic, version and nonce".into());
     }
@@ -613,7 +616,7 @@ fn check_pack_header(b: &[u8]) -> Outcome {
 /// A footer, decoded as the end of a pack of `file_len` bytes and of other sizes around the edge cases.
 fn check_pack_footer(b: &[u8], file_len: u64) -> Outcome {
     for len in [0, 1, 55, 56, 72, u64::MAX, file_len - 1, file_len + 1] {
-        if let Ok(f) = Footer::decode(b, len) {
+        if let Ok(f) = Footer::decode(b, len, magic::PACK_VERSION) {
             let end = f.trailer_offset + u64::from(f.entry_count) * ENTRY_LEN as u64;
             if end.checked_add(FOOTER_LEN as u64) != Some(len) {
                 return Err(format!(
@@ -623,7 +626,7 @@ fn check_pack_footer(b: &[u8], file_len: u64) -> Outcome {
             same(b, &f.encode())?;
         }
     }
-    let Ok(f) = Footer::decode(b, file_len) else {
+    let Ok(f) = Footer::decode(b, file_len, magic::PACK_VERSION) else {
         return Ok(Accepted::No);
     };
     if f.trailer_offset < HEADER_LEN as u64 {
@@ -693,7 +696,7 @@ fn check_whole_pack(b: &[u8]) -> Outcome {
         return Ok(Accepted::No);
     }
     let footer_at = b.len() - FOOTER_LEN;
-    let Ok(footer) = Footer::decode(&b[footer_at..], b.len() as u64) else {
+    let Ok(footer) = Footer::decode(&b[footer_at..], b.len() as u64, magic::PACK_VERSION) else {
         return Ok(Accepted::No);
     };
     let trailer_at = usize::try_from(footer.trailer_offset).map_err(|e| e.to_string())?;
@@ -842,7 +845,8 @@ fn pack_footer() {
 fn pack_trailer() {
     for (i, pack) in packs().iter().enumerate() {
         let footer_at = pack.len() - FOOTER_LEN;
-        let footer = Footer::decode(&pack[footer_at..], pack.len() as u64).unwrap();
+        let footer =
+            Footer::decode(&pack[footer_at..], pack.len() as u64, magic::PACK_VERSION).unwrap();
         let trailer = pack[footer.trailer_offset as usize..footer_at].to_vec();
         let decompressed = RefCell::new(HashSet::new());
         run_all(&format!("pack trailer #{i}"), &[trailer], &|b| {

@@ -21,6 +21,10 @@
 //!     16   32 BLAKE3 of the trailer entries
 //!     48    8 magic "BKFSPEND"
 //! ```
+//! A pack of a repository encrypted at rest is version 2: its blobs are sealed (by `repo::BlobCodec`), and the
+//! trailer is stored sealed, as `salt (32) || ChaCha20-Poly1305(trailer entries) || tag (16)`, with the footer's
+//! checksum and length covering those stored bytes ([`SEALED_TRAILER_OVERHEAD`] more than the entries).
+//!
 //! The pack id is the BLAKE3 of the whole file. Thanks to the nonce, a backup that repeats the pack of a killed
 //! backup (same blobs, same order) still writes a new file instead of colliding with an orphan that a
 //! concurrent prune may be deleting. The trailer alone is enough to rebuild the index entries of every
@@ -126,27 +130,43 @@ pub fn decompress(
     }
 }
 
-/// Accumulates blobs into one pack in memory; packs are tens of MiB, and a whole object is what a
-/// future object-store backend uploads anyway.
+/// What a sealed trailer adds to its entries: the salt before them and the tag after.
+pub const SEALED_TRAILER_OVERHEAD: u64 = 32 + 16;
+
+/// The stored length of a trailer of `entries` entries in a pack of `version`; None for an unknown version.
+fn stored_trailer_len(version: u32, entries: u32) -> Option<u64> {
+    // At most 2^32 * 52 + 48 bytes: no overflow.
+    let plain = u64::from(entries) * ENTRY_LEN as u64;
+    match version {
+        magic::PACK_VERSION => Some(plain),
+        magic::PACK_VERSION_SEALED => Some(plain + SEALED_TRAILER_OVERHEAD),
+        _ => None,
+    }
+}
+
+/// The trailer's bytes as stored, from its entries: unchanged (version 1) or sealed by the repository's codec.
+pub type TrailerSeal<'a> = &'a dyn Fn(Vec<u8>) -> Vec<u8>;
+
+/// Accumulates blobs into one pack in memory; packs are tens of MiB, and a whole object is what an object store
+/// uploads anyway.
 pub struct PackBuilder {
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
 }
 
-impl Default for PackBuilder {
-    fn default() -> Self {
+impl PackBuilder {
+    /// An empty pack of `version` (`magic::PACK_VERSION`, or `PACK_VERSION_SEALED` for an encrypted repository).
+    pub fn new(version: u32) -> Self {
         let mut w = Writer::with_capacity(HEADER_LEN);
         w.bytes(&magic::PACK_HEADER);
-        w.u32(magic::PACK_VERSION);
+        w.u32(version);
         w.u32(nonce());
         Self {
             buf: w.buf,
             entries: Vec::new(),
         }
     }
-}
 
-impl PackBuilder {
     #[allow(
         clippy::cast_possible_truncation,
         reason = "the caller's raw_len is a u32 and a stored blob is never larger than its plaintext"
@@ -172,15 +192,15 @@ impl PackBuilder {
         self.entries.is_empty()
     }
 
-    /// Appends trailer and footer; returns the pack's id, its bytes, and its entries.
+    /// Appends trailer (as `seal` stores it) and footer; returns the pack's id, its bytes, and its entries.
     #[allow(
         clippy::cast_possible_truncation,
         reason = "a pack closes at pack_target (a u32) bytes of blobs, so it holds fewer than 2^32"
     )]
-    pub fn finish(self) -> (PackId, Vec<u8>, Vec<PackEntry>) {
+    pub fn finish(self, seal: TrailerSeal<'_>) -> (PackId, Vec<u8>, Vec<PackEntry>) {
         let Self { mut buf, entries } = self;
         let trailer_offset = buf.len() as u64;
-        let trailer = encode_trailer(&entries);
+        let trailer = seal(encode_trailer(&entries));
         let footer = Footer::new(trailer_offset, entries.len() as u32, &trailer);
         buf.extend_from_slice(&trailer);
         buf.extend_from_slice(&footer.encode());
@@ -223,27 +243,34 @@ pub fn encode_trailer(entries: &[PackEntry]) -> Vec<u8> {
     w.buf
 }
 
-/// Checks a pack's 16-byte header (exactly its first [`HEADER_LEN`] bytes).
-pub fn check_header(bytes: &[u8]) -> Result<(), FormatError> {
+/// Checks a pack's 16-byte header (exactly its first [`HEADER_LEN`] bytes); returns its version.
+pub fn check_header(bytes: &[u8]) -> Result<u32, FormatError> {
     let mut r = Reader::new(bytes, "pack header");
-    r.header(magic::PACK_HEADER, magic::PACK_VERSION)?;
+    let version = r.header_any(
+        magic::PACK_HEADER,
+        &[magic::PACK_VERSION, magic::PACK_VERSION_SEALED],
+    )?;
     r.u32()?; // the nonce: any value
-    r.finish()
+    r.finish()?;
+    Ok(version)
 }
 
-/// The parsed footer: where the trailer starts, how many entries it has and its checksum.
+/// The parsed footer: where the trailer starts, how many entries it has, how long it is stored and its checksum.
 pub struct Footer {
     pub trailer_offset: u64,
     pub entry_count: u32,
+    /// Bytes of the trailer as stored (sealed or not).
+    pub trailer_len: u64,
     checksum: [u8; 32],
 }
 
 impl Footer {
-    /// The footer of a pack whose trailer (`entry_count` entries) starts at `trailer_offset`.
+    /// The footer of a pack whose trailer (`entry_count` entries, stored as `trailer`) starts at `trailer_offset`.
     pub fn new(trailer_offset: u64, entry_count: u32, trailer: &[u8]) -> Self {
         Self {
             trailer_offset,
             entry_count,
+            trailer_len: trailer.len() as u64,
             checksum: *blake3::hash(trailer).as_bytes(),
         }
     }
@@ -260,9 +287,9 @@ impl Footer {
         out
     }
 
-    /// Decodes the last [`FOOTER_LEN`] bytes of a pack of `file_len` bytes, and checks that the trailer it
-    /// describes lies between the header and the footer.
-    pub fn decode(bytes: &[u8], file_len: u64) -> Result<Self, FormatError> {
+    /// Decodes the last [`FOOTER_LEN`] bytes of a pack of `file_len` bytes and `version` (its header's), and
+    /// checks that the trailer it describes lies between the header and the footer.
+    pub fn decode(bytes: &[u8], file_len: u64, version: u32) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes, "pack footer");
         let entry_count = r.u32()?;
         if r.u32()? != 0 {
@@ -274,8 +301,12 @@ impl Footer {
             return Err(r.invalid_at(F_MAGIC, "no end magic"));
         }
         r.finish()?;
-        // At most 2^32 * 52 bytes: no overflow.
-        let trailer_len = u64::from(entry_count) * ENTRY_LEN as u64;
+        let trailer_len =
+            stored_trailer_len(version, entry_count).ok_or(FormatError::UnsupportedVersion {
+                object: "pack",
+                found: version,
+                supported: magic::PACK_VERSION_SEALED,
+            })?;
         let trailer_end = trailer_offset.checked_add(trailer_len);
         let footer_start = file_len.checked_sub(FOOTER_LEN as u64);
         if trailer_offset < HEADER_LEN as u64
@@ -293,12 +324,40 @@ impl Footer {
         Ok(Self {
             trailer_offset,
             entry_count,
+            trailer_len,
             checksum,
         })
     }
 
-    /// Decodes and verifies the trailer entries that this footer describes (`bytes` is exactly the trailer).
+    /// Checks the trailer's stored bytes (exactly `trailer_len` of them) against the footer's checksum.
+    pub fn verify_trailer(&self, stored: &[u8]) -> Result<(), FormatError> {
+        if stored.len() as u64 != self.trailer_len {
+            return Err(FormatError::Invalid {
+                object: "pack trailer",
+                offset: 0,
+                what: format!(
+                    "{} bytes where the footer says {}",
+                    stored.len(),
+                    self.trailer_len
+                ),
+            });
+        }
+        if blake3::hash(stored).as_bytes() != &self.checksum {
+            return Err(FormatError::Checksum {
+                object: "pack trailer",
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes and verifies the trailer of a version 1 pack (`bytes` is exactly the trailer).
     pub fn decode_trailer(&self, bytes: &[u8]) -> Result<Vec<PackEntry>, FormatError> {
+        self.verify_trailer(bytes)?;
+        self.decode_entries(bytes)
+    }
+
+    /// Decodes the trailer's entries from its plaintext (of a verified, and if sealed opened, trailer).
+    pub fn decode_entries(&self, bytes: &[u8]) -> Result<Vec<PackEntry>, FormatError> {
         let expected = u64::from(self.entry_count) * ENTRY_LEN as u64;
         if bytes.len() as u64 != expected {
             return Err(FormatError::Invalid {
@@ -309,11 +368,6 @@ impl Footer {
                     bytes.len(),
                     self.entry_count
                 ),
-            });
-        }
-        if blake3::hash(bytes).as_bytes() != &self.checksum {
-            return Err(FormatError::Checksum {
-                object: "pack trailer",
             });
         }
         let mut r = Reader::new(bytes, "pack trailer");
@@ -392,17 +446,17 @@ mod tests {
 
     #[test]
     fn builder_trailer_round_trip() {
-        let mut b = PackBuilder::default();
+        let mut b = PackBuilder::new(magic::PACK_VERSION);
         let data = vec![b'a'; 10_000];
         let (stored, c) = compress(&data, 3);
         assert_eq!(c, Compression::Zstd);
         let id = BlobId::chunk(ChunkId::of(&data));
         b.add(id, &stored, c, data.len() as u32);
-        let (pack_id, bytes, entries) = b.finish();
+        let (pack_id, bytes, entries) = b.finish(&|t| t);
         assert_eq!(pack_id, PackId::of(&bytes));
-        check_header(&bytes[..HEADER_LEN]).unwrap();
+        assert_eq!(check_header(&bytes[..HEADER_LEN]).unwrap(), 1);
         let len = bytes.len() as u64;
-        let footer = Footer::decode(&bytes[bytes.len() - FOOTER_LEN..], len).unwrap();
+        let footer = Footer::decode(&bytes[bytes.len() - FOOTER_LEN..], len, 1).unwrap();
         let t = footer.trailer_offset as usize;
         let parsed = footer
             .decode_trailer(&bytes[t..bytes.len() - FOOTER_LEN])

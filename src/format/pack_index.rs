@@ -11,7 +11,10 @@
 
 use super::codec::{Reader, Writer};
 use super::magic;
-use super::pack::{decode_entry, encode_trailer, PackEntry, ENTRY_LEN, FOOTER_LEN, HEADER_LEN};
+use super::pack::{
+    decode_entry, encode_trailer, PackEntry, ENTRY_LEN, FOOTER_LEN, HEADER_LEN,
+    SEALED_TRAILER_OVERHEAD,
+};
 use super::{FormatError, PackId};
 
 /// One pack as an index object lists it.
@@ -24,9 +27,11 @@ pub struct IndexedPack {
 }
 
 impl IndexedPack {
-    /// Where the pack's data area ends (its trailer's offset), from its size and entry count.
-    fn data_end(size: u64, entries: u64) -> Option<u64> {
-        size.checked_sub(FOOTER_LEN as u64)?
+    /// Where the pack's data area ends (its trailer's offset), from its size and entry count, and whether its
+    /// trailer is sealed (packs of an encrypted repository).
+    fn data_end(size: u64, entries: u64, sealed: bool) -> Option<u64> {
+        let overhead = if sealed { SEALED_TRAILER_OVERHEAD } else { 0 };
+        size.checked_sub(FOOTER_LEN as u64 + overhead)?
             .checked_sub(entries.checked_mul(ENTRY_LEN as u64)?)
             .filter(|&end| end >= HEADER_LEN as u64)
     }
@@ -56,7 +61,9 @@ fn count(n: usize) -> u32 {
 /// The most packs one index object lists; a consolidating prune writes several objects beyond it.
 pub const MAX_PACKS: usize = 100_000;
 
-pub fn decode(bytes: &[u8]) -> Result<Vec<IndexedPack>, FormatError> {
+/// Decodes an object's plaintext; `sealed_packs`: the packs it lists have sealed trailers (an encrypted
+/// repository's object, opened from its envelope), which moves where their data areas end.
+pub fn decode(bytes: &[u8], sealed_packs: bool) -> Result<Vec<IndexedPack>, FormatError> {
     let mut r = Reader::new(bytes, "pack index");
     r.header(magic::PACK_INDEX, magic::PACK_INDEX_VERSION)?;
     let pack_count = r.u32()?;
@@ -70,7 +77,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<IndexedPack>, FormatError> {
         let size_at = r.offset();
         let size = r.u64()?;
         let n = r.u32()?;
-        let data_end = IndexedPack::data_end(size, u64::from(n))
+        let data_end = IndexedPack::data_end(size, u64::from(n), sealed_packs)
             .ok_or_else(|| r.invalid_at(size_at, "pack size too small for its entries"))?;
         if u64::from(n) * ENTRY_LEN as u64 > r.remaining() as u64 {
             return Err(r.invalid("entry count larger than the object"));
@@ -92,14 +99,14 @@ mod tests {
     use crate::format::BlobId;
 
     fn sample() -> Vec<IndexedPack> {
-        let mut b = PackBuilder::default();
+        let mut b = PackBuilder::new(crate::format::magic::PACK_VERSION);
         b.add(
             BlobId::chunk(crate::format::ChunkId::of(b"x")),
             b"x",
             Compression::Raw,
             1,
         );
-        let (id, bytes, entries) = b.finish();
+        let (id, bytes, entries) = b.finish(&|t| t);
         vec![IndexedPack {
             id,
             size: bytes.len() as u64,
@@ -110,24 +117,24 @@ mod tests {
     #[test]
     fn round_trip() {
         let packs = sample();
-        assert_eq!(decode(&encode(&packs)).unwrap(), packs);
-        assert_eq!(decode(&encode(&[])).unwrap(), vec![]);
+        assert_eq!(decode(&encode(&packs), false).unwrap(), packs);
+        assert_eq!(decode(&encode(&[]), false).unwrap(), vec![]);
     }
 
     #[test]
     fn every_truncation_and_lie_is_an_error() {
         let bytes = encode(&sample());
         for n in 0..bytes.len() {
-            assert!(decode(&bytes[..n]).is_err(), "truncated at {n}");
+            assert!(decode(&bytes[..n], false).is_err(), "truncated at {n}");
         }
         let mut lie = bytes.clone();
         lie[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(decode(&lie).is_err());
+        assert!(decode(&lie, false).is_err());
         let mut small = bytes.clone();
         small[48..56].copy_from_slice(&10u64.to_le_bytes());
-        assert!(decode(&small).is_err());
+        assert!(decode(&small, false).is_err());
         let mut trailing = bytes;
         trailing.push(0);
-        assert!(decode(&trailing).is_err());
+        assert!(decode(&trailing, false).is_err());
     }
 }

@@ -100,18 +100,57 @@ pub fn decode_location(v: &[u8]) -> Option<BlobLocation> {
     (in_pack && raw_ok).then_some(loc)
 }
 
+/// A catalog value: `id || manifest file` when the file is the plaintext manifest, else (a repository encrypted
+/// at rest, whose file is a sealed envelope) `id || BLAKE3(plaintext) || envelope || plaintext`: the index is
+/// this machine's and holds plaintext, and keeps the envelope so that a lost manifest file is rewritten with
+/// the same bytes, and so the same id.
+pub fn catalog_value(id: SnapshotId, stored: &[u8], manifest: &Manifest) -> Vec<u8> {
+    let mut value = Vec::with_capacity(32 + 32 + 2 * stored.len());
+    value.extend_from_slice(&id.0);
+    if !crate::format::sealed::is_sealed(stored) {
+        value.extend_from_slice(stored);
+        return value;
+    }
+    let plain = manifest.encode();
+    value.extend_from_slice(blake3::hash(&plain).as_bytes());
+    value.extend_from_slice(stored);
+    value.extend_from_slice(&plain);
+    value
+}
+
 pub fn decode_catalog(v: &[u8]) -> Option<CatalogEntry> {
     let id = SnapshotId(v.get(..32)?.try_into().ok()?);
-    let bytes = v.get(32..)?;
-    // The value is the manifest file itself: its hash must still be its id.
-    if SnapshotId::of(bytes) != id {
+    let rest = v.get(32..)?;
+    if rest.starts_with(&crate::format::magic::MANIFEST) {
+        // The value is the manifest file itself: its hash must still be its id.
+        if SnapshotId::of(rest) != id {
+            return None;
+        }
+        return Some(CatalogEntry {
+            id,
+            manifest: Manifest::decode(rest).ok()?,
+            sealed: None,
+        });
+    }
+    // checksum (32) || envelope (plaintext + 64 bytes) || plaintext: the lengths follow from the total.
+    let plain_len = rest.len().checked_sub(32 + SEAL_OVERHEAD)? / 2;
+    let (sum, rest) = rest.split_first_chunk::<32>()?;
+    let (sealed, plain) = rest.split_at_checked(plain_len + SEAL_OVERHEAD)?;
+    if plain.len() != plain_len
+        || SnapshotId::of(sealed) != id
+        || blake3::hash(plain).as_bytes() != sum
+    {
         return None;
     }
     Some(CatalogEntry {
         id,
-        manifest: Manifest::decode(bytes).ok()?,
+        manifest: Manifest::decode(plain).ok()?,
+        sealed: Some(sealed.to_vec()),
     })
 }
+
+/// What an envelope adds to its plaintext: header and salt before, the tag after.
+const SEAL_OVERHEAD: usize = crate::format::sealed::SEALED_AT + crate::crypto::TAG_LEN;
 
 pub fn u32_le(v: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(v.try_into().ok()?))
@@ -160,9 +199,8 @@ mod mutation_tests {
         let Some(e) = decode_catalog(b) else {
             return Ok(Accepted::No);
         };
-        let mut encoded = e.id.0.to_vec();
-        encoded.extend_from_slice(&e.manifest.encode());
-        same(b, &encoded)?;
+        let stored = e.sealed.clone().unwrap_or_else(|| e.manifest.encode());
+        same(b, &catalog_value(e.id, &stored, &e.manifest))?;
         // The catalog key of an accepted manifest is computable (no overflow on the ordinal or time).
         let _ = catalog(&e.manifest);
         Ok(Accepted::Yes)
@@ -248,5 +286,37 @@ mod mutation_tests {
             &[crate::format::magic::INDEX_VERSION.to_le_bytes().to_vec()],
             &check_u32,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::sealed::{self, SealedKind};
+
+    #[test]
+    fn sealed_manifests_keep_their_envelope_and_plaintext_in_the_catalog() {
+        let manifest = crate::format::mutation_tests::manifests().remove(0);
+        let plain = manifest.encode();
+        // An envelope of the right length; the index never opens it, it only keeps it.
+        let ciphertext = vec![0xa5; plain.len() + crate::crypto::TAG_LEN];
+        let envelope = sealed::encode(SealedKind::Manifest, &[1; 32], &ciphertext);
+        let id = SnapshotId::of(&envelope);
+        let value = catalog_value(id, &envelope, &manifest);
+        let entry = decode_catalog(&value).unwrap();
+        assert_eq!(entry.manifest, manifest);
+        assert_eq!(entry.sealed.as_deref(), Some(envelope.as_slice()));
+        for i in [0, 31, 32, 63, 64, value.len() / 2, value.len() - 1] {
+            let mut bad = value.clone();
+            bad[i] ^= 1;
+            assert!(decode_catalog(&bad).is_none(), "byte {i}");
+        }
+        assert!(decode_catalog(&value[..value.len() - 1]).is_none());
+        // A plaintext manifest file keeps the old layout, byte for byte.
+        let plain_id = SnapshotId::of(&plain);
+        let mut old = plain_id.0.to_vec();
+        old.extend_from_slice(&plain);
+        assert_eq!(catalog_value(plain_id, &plain, &manifest), old);
+        assert_eq!(decode_catalog(&old).unwrap().sealed, None);
     }
 }

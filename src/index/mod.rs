@@ -59,6 +59,8 @@ pub struct BlobLocation {
 pub struct CatalogEntry {
     pub id: SnapshotId,
     pub manifest: Manifest,
+    /// The manifest file when it is a sealed envelope (an encrypted repository); else it is `manifest.encode()`.
+    pub sealed: Option<Vec<u8>>,
 }
 
 /// A read-only view of the index that follows the writers.
@@ -375,10 +377,7 @@ impl IndexWriter {
         manifest_bytes: &[u8],
     ) {
         let key = keys::catalog(manifest);
-        let mut value = Vec::with_capacity(32 + manifest_bytes.len());
-        value.extend_from_slice(&id.0);
-        value.extend_from_slice(manifest_bytes);
-        batch.put(&key, value);
+        batch.put(&key, keys::catalog_value(id, manifest_bytes, manifest));
         batch.put(keys::ordinal(manifest.ordinal), key);
         batch.put(keys::snapshot_id(id), manifest.ordinal.to_le_bytes());
     }

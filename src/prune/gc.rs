@@ -2,7 +2,7 @@
 
 use super::PruneReport;
 use crate::backend::{BackendError, Object};
-use crate::format::pack::{PackBuilder, PackEntry};
+use crate::format::pack::PackEntry;
 use crate::format::pack_index::IndexedPack;
 use crate::format::PackId;
 use crate::index::IndexWriter;
@@ -58,7 +58,7 @@ pub fn collect_packs(
             }
             Err(e) => return Err(e.into()),
         };
-        let usage = pack_use(&index, read_pack_trailer(repo.backend(), pack)?, pack)?;
+        let usage = pack_use(&index, read_pack_trailer(repo, pack)?, pack)?;
         let total = usage.live_bytes + usage.dead_bytes;
         if usage.live.is_empty() {
             delete_pack(repo, &index, pack)?;
@@ -93,7 +93,7 @@ pub(super) fn rewrite_pack(
     pack: PackId,
     live: &[PackEntry],
 ) -> Result<IndexedPack, RepoError> {
-    let mut builder = PackBuilder::default();
+    let mut builder = repo.codec().new_pack();
     for e in live {
         let mut stored = vec![0u8; e.stored_len as usize];
         repo.backend()
@@ -107,7 +107,7 @@ pub(super) fn rewrite_pack(
         }
         builder.add(e.id, &stored, e.compression, e.raw_len);
     }
-    let (new_id, bytes, entries) = builder.finish();
+    let (new_id, bytes, entries) = repo.codec().finish_pack(builder)?;
     repo.backend().write_new(Object::Pack(new_id), &bytes)?;
     let mut batch = WriteBatch::default();
     IndexWriter::add_pack(&mut batch, new_id, &entries);

@@ -18,6 +18,7 @@ use super::PruneReport;
 use crate::backend::{BackendError, Dir, Object};
 use crate::format::pack::PackEntry;
 use crate::format::pack_index::{self, IndexedPack};
+use crate::format::sealed::SealedKind;
 use crate::format::{BlobId, PackId, PackIndexId};
 use crate::index::{CatalogEntry, IndexWriter};
 use crate::repo::{mark_live, read_pack_trailer, reconcile, RepoError, Repository};
@@ -47,7 +48,7 @@ pub fn collect_packs(
     let Some(mut lease) = repo.commit_lease()? else {
         return Ok(());
     };
-    reconcile(repo.backend(), &index, true)?;
+    reconcile(repo, &index, true)?;
     repo.refresh()?;
     mark_live(repo, &index.snapshots()?, &mut live)?;
     let packs = repo.backend().list_aged(Dir::Packs)?;
@@ -65,7 +66,7 @@ pub fn collect_packs(
             continue; // possibly a backup's, still running elsewhere; its own pack index covers it
         }
         lease.renew_if_due()?;
-        let entries = match read_pack_trailer(repo.backend(), pack) {
+        let entries = match read_pack_trailer(repo, pack) {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!("prune leaves {pack} alone: {e}");
@@ -128,7 +129,7 @@ fn consolidate_pack_indexes(
     }
     let mut written = HashSet::new();
     for part in survivors.chunks(pack_index::MAX_PACKS) {
-        let bytes = pack_index::encode(part);
+        let bytes = (repo.codec()).seal_object(SealedKind::PackIndex, pack_index::encode(part))?;
         let id = PackIndexId::of(&bytes);
         match repo.backend().write_new(Object::PackIndex(id), &bytes) {
             Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}

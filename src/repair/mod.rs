@@ -17,7 +17,8 @@ pub use config::{repair_config, ConfigRepair};
 use crate::backend::{BackendError, Object};
 use crate::check::check;
 use crate::format::manifest::Manifest;
-use crate::format::pack::{PackBuilder, PackEntry};
+use crate::format::pack::PackEntry;
+use crate::format::sealed::SealedKind;
 use crate::format::{PackId, SnapshotId};
 use crate::index::{CatalogEntry, IndexWriter};
 use crate::repo::{
@@ -59,7 +60,7 @@ pub fn rebuild_index(repo: &Repository) -> Result<RepairReport, RepoError> {
     salvage_packs(repo, &mut report)?;
     let rebuilt = {
         let writer = IndexWriter::create(&fresh, &state.index_rebuild_lock())?;
-        let rebuilt = reconcile(repo.backend(), &writer, false)?;
+        let rebuilt = reconcile(repo, &writer, false)?;
         renumber(repo, &writer, &rebuilt.conflicts, &mut report)?;
         rebuilt
     };
@@ -90,10 +91,13 @@ fn restore_manifests(repo: &Repository, report: &mut RepairReport) -> Result<(),
     // A snapshot an interrupted prune was forgetting stays forgotten.
     let forgetting = repo.forgetting().unwrap_or_default();
     for entry in known.into_iter().filter(|e| !forgetting.contains(&e.id)) {
-        let Err(problem) = read_manifest(repo.backend(), entry.id) else {
+        let Err(problem) = read_manifest(repo, entry.id) else {
             continue;
         };
-        let bytes = entry.manifest.encode();
+        let bytes = entry
+            .sealed
+            .clone()
+            .unwrap_or_else(|| entry.manifest.encode());
         let what = describe(&entry);
         if SnapshotId::of(&bytes) != entry.id {
             report.damage.push(format!(
@@ -135,7 +139,7 @@ fn renumber(
         let mut manifest = manifest.clone();
         let taken = manifest.ordinal;
         manifest.ordinal = writer.next_ordinal()?;
-        let bytes = manifest.encode();
+        let bytes = (repo.codec()).seal_object(SealedKind::Manifest, manifest.encode())?;
         let id = SnapshotId::of(&bytes);
         match repo.backend().write_new(Object::Manifest(id), &bytes) {
             Ok(()) | Err(BackendError::AlreadyExists { .. }) => {}
@@ -159,7 +163,7 @@ fn renumber(
 fn salvage_packs(repo: &Repository, report: &mut RepairReport) -> Result<(), RepoError> {
     let mut old_index: Option<HashMap<PackId, Vec<PackEntry>>> = None;
     for pack in repo.backend().list_packs()? {
-        let Err(problem) = read_pack_trailer(repo.backend(), pack) else {
+        let Err(problem) = read_pack_trailer(repo, pack) else {
             continue;
         };
         let by_pack = old_index.get_or_insert_with(|| entries_by_pack(repo));
@@ -174,7 +178,7 @@ fn salvage_packs(repo: &Repository, report: &mut RepairReport) -> Result<(), Rep
                 continue;
             }
         };
-        let mut builder = PackBuilder::default();
+        let mut builder = repo.codec().new_pack();
         for (e, stored) in &salvaged.intact {
             builder.add(e.id, stored, e.compression, e.raw_len);
         }
@@ -182,7 +186,7 @@ fn salvage_packs(repo: &Repository, report: &mut RepairReport) -> Result<(), Rep
         let into = if builder.is_empty() {
             String::new()
         } else {
-            let (id, bytes, _) = builder.finish();
+            let (id, bytes, _) = repo.codec().finish_pack(builder)?;
             repo.backend().write_new(Object::Pack(id), &bytes)?;
             format!(" into pack {id}")
         };

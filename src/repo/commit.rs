@@ -15,6 +15,7 @@ use crate::backend::Object;
 use crate::format::manifest::Manifest;
 use crate::format::pack::PackEntry;
 use crate::format::pack_index::{self, IndexedPack};
+use crate::format::sealed::SealedKind;
 use crate::format::{BlobId, PackId, PackIndexId, SnapshotId};
 use crate::index::BlobLocation;
 use crate::index::IndexWriter;
@@ -46,7 +47,7 @@ pub fn commit_snapshot(
     // Other machines' snapshots must be in this index before the ordinal is chosen: under the lease, the
     // listing below shows every manifest committed before.
     let lease = repo.commit_lease()?;
-    let recovered = reconcile(repo.backend(), &index, repo.state().follows_store())?;
+    let recovered = reconcile(repo, &index, repo.state().follows_store())?;
     for what in recovered
         .skipped_packs
         .iter()
@@ -62,7 +63,7 @@ pub fn commit_snapshot(
     }
     restore_reused(repo, &index, reused)?;
     manifest.ordinal = index.next_ordinal()?;
-    let bytes = manifest.encode();
+    let bytes = (repo.codec()).seal_object(SealedKind::Manifest, manifest.encode())?;
     let id = SnapshotId::of(&bytes);
     if let Some(lease) = &lease {
         lease.still_held()?;
@@ -89,7 +90,7 @@ fn publish_pack_index(repo: &Repository, packs: &[NewPack]) -> Result<(), RepoEr
             entries: p.entries.clone(),
         })
         .collect();
-    let bytes = pack_index::encode(&listed);
+    let bytes = (repo.codec()).seal_object(SealedKind::PackIndex, pack_index::encode(&listed))?;
     let id = PackIndexId::of(&bytes);
     match repo.backend().write_new(Object::PackIndex(id), &bytes) {
         Ok(()) | Err(BackendError::AlreadyExists { .. }) => Ok(()),
@@ -134,7 +135,7 @@ fn find_blob(repo: &Repository, id: BlobId) -> Result<Option<BlobLocation>, Repo
         }
     }
     for pack in repo.backend().list_packs()? {
-        let Ok(entries) = super::read_pack_trailer(repo.backend(), pack) else {
+        let Ok(entries) = super::read_pack_trailer(repo, pack) else {
             continue;
         };
         if let Some(e) = entries.iter().find(|e| e.id == id) {

@@ -527,14 +527,15 @@ impl Repository {
         let mut to_remember: Option<Vec<u8>> = None;
         match loc.compression {
             // Read straight into the buffer that is returned (and cached): no copy.
-            Compression::Raw if stored_len == raw_len => {
+            Compression::Raw if !self.codec.is_encrypted() && stored_len == raw_len => {
                 // A reused buffer's bytes are initialised already: only growth needs zeroing.
                 plain.truncate(raw_len);
                 plain.resize(raw_len, 0);
                 cached = self.fetch(id, &loc, disk, &mut plain)?;
             }
-            Compression::Raw => return Err(corrupt()),
-            Compression::Zstd => STORED.with(|scratch| {
+            Compression::Raw if !self.codec.is_encrypted() => return Err(corrupt()),
+            // Compressed or sealed: the stored bytes go through a scratch buffer, where a seal is opened in place.
+            compression => STORED.with(|scratch| {
                 let mut stored = scratch.borrow_mut();
                 if stored.len() < stored_len {
                     stored.resize(stored_len, 0);
@@ -544,7 +545,15 @@ impl Repository {
                 if disk.is_some() && !cached {
                     to_remember = Some(stored_bytes.to_vec());
                 }
-                let written = decompress_into(stored_bytes, &mut plain);
+                let written = match self.codec.unseal_in_place(id, stored_bytes) {
+                    None => Err(()),
+                    Some(packed) if compression == Compression::Raw => {
+                        plain.clear();
+                        plain.extend_from_slice(packed);
+                        Ok(packed.len())
+                    }
+                    Some(packed) => decompress_into(packed, &mut plain).map_err(|_| ()),
+                };
                 if stored.capacity() > MAX_SCRATCH {
                     *stored = Vec::new();
                 }

@@ -1,11 +1,12 @@
 //! Bringing the index up to date with what the backend holds: the recovery step after a crash, and the whole of
 //! an index rebuild.
 
-use super::RepoError;
+use super::{RepoError, Repository};
 use crate::backend::{Backend, BackendError, Dir, Object};
 use crate::format::manifest::Manifest;
-use crate::format::pack::{check_header, Footer, PackEntry, ENTRY_LEN, FOOTER_LEN, HEADER_LEN};
+use crate::format::pack::{check_header, Footer, PackEntry, FOOTER_LEN, HEADER_LEN};
 use crate::format::pack_index;
+use crate::format::sealed::SealedKind;
 use crate::format::PackIndexId;
 use crate::format::{BlobId, FormatError, PackId, SnapshotId};
 use crate::index::IndexWriter;
@@ -13,7 +14,8 @@ use rocksdb::WriteBatch;
 use std::collections::{HashMap, HashSet};
 
 /// Reads a pack's header, footer and trailer (not its blobs) and returns the blobs it holds.
-pub fn read_pack_trailer(backend: &dyn Backend, pack: PackId) -> Result<Vec<PackEntry>, RepoError> {
+pub fn read_pack_trailer(repo: &Repository, pack: PackId) -> Result<Vec<PackEntry>, RepoError> {
+    let backend = repo.backend();
     let obj = Object::Pack(pack);
     let format = |source: FormatError| RepoError::Format {
         object: format!("pack {pack}"),
@@ -29,13 +31,24 @@ pub fn read_pack_trailer(backend: &dyn Backend, pack: PackId) -> Result<Vec<Pack
     }
     let mut header = [0u8; HEADER_LEN];
     backend.read_at(obj, 0, &mut header)?;
-    check_header(&header).map_err(format)?;
+    let version = check_header(&header).map_err(format)?;
+    repo.codec().expect_pack_version(pack, version)?;
     let mut footer = [0u8; FOOTER_LEN];
     backend.read_at(obj, size - FOOTER_LEN as u64, &mut footer)?;
-    let footer = Footer::decode(&footer, size).map_err(format)?;
-    let mut trailer = vec![0u8; footer.entry_count as usize * ENTRY_LEN];
+    let footer = Footer::decode(&footer, size, version).map_err(format)?;
+    // Bounded by the pack's size, which the footer's decoder checked it against.
+    let stored_len = usize::try_from(footer.trailer_len).map_err(|_| {
+        format(FormatError::Invalid {
+            object: "pack footer",
+            offset: 0,
+            what: "trailer larger than memory".into(),
+        })
+    })?;
+    let mut trailer = vec![0u8; stored_len];
     backend.read_at(obj, footer.trailer_offset, &mut trailer)?;
-    footer.decode_trailer(&trailer).map_err(format)
+    footer.verify_trailer(&trailer).map_err(format)?;
+    let plain = repo.codec().open_trailer(pack, version, trailer)?;
+    footer.decode_entries(&plain).map_err(format)
 }
 
 /// What `reconcile` added to the index, and what it had to skip.
@@ -61,10 +74,11 @@ pub struct Reconciled {
 /// that caches a store other machines prune), what the store no longer lists leaves the index afterwards;
 /// without it, a missing object is damage for `check` to report.
 pub fn reconcile(
-    backend: &dyn Backend,
+    repo: &Repository,
     index: &IndexWriter,
     follow_deletions: bool,
 ) -> Result<Reconciled, RepoError> {
+    let backend = repo.backend();
     let mut done = Reconciled::default();
     // Names only (a directory read, no stat per pack on a local disk); sizes are listed when a pack is new.
     let listed_packs = backend.list_packs()?;
@@ -80,10 +94,10 @@ pub fn reconcile(
                 *s = size;
             }
         }
-        done.packs += from_pack_indexes(backend, index, &mut unindexed)?;
+        done.packs += from_pack_indexes(repo, index, &mut unindexed)?;
     }
     for &pack in unindexed.keys() {
-        match read_pack_trailer(backend, pack) {
+        match read_pack_trailer(repo, pack) {
             Ok(entries) => {
                 let mut batch = WriteBatch::default();
                 IndexWriter::add_pack(&mut batch, pack, &entries);
@@ -102,7 +116,7 @@ pub fn reconcile(
         if index.has_snapshot(id)? {
             continue;
         }
-        match read_manifest(backend, id) {
+        match read_manifest(repo, id) {
             Ok((manifest, _)) if taken.get(&manifest.ordinal).is_some_and(|o| *o != id) => {
                 done.conflicts.push((id, manifest));
             }
@@ -120,7 +134,7 @@ pub fn reconcile(
     }
     if follow_deletions {
         let present: HashSet<PackId> = listed_packs.into_iter().collect();
-        forget_vanished(backend, index, &present, &listed_manifests, &mut done)?;
+        forget_vanished(repo, index, &present, &listed_manifests, &mut done)?;
     }
     Ok(done)
 }
@@ -130,7 +144,7 @@ pub fn reconcile(
 /// stored the same blob): the entry is pointed there, from the pack index objects, so that what another
 /// machine's prune kept stays readable here.
 fn forget_vanished(
-    backend: &dyn Backend,
+    repo: &Repository,
     index: &IndexWriter,
     packs: &HashSet<PackId>,
     listed_manifests: &[SnapshotId],
@@ -164,7 +178,7 @@ fn forget_vanished(
         index.write(batch)?;
     }
     if !orphaned.is_empty() {
-        repoint(backend, index, &pack_sizes(backend)?, orphaned)?;
+        repoint(repo, index, &pack_sizes(repo.backend())?, orphaned)?;
     }
     Ok(())
 }
@@ -172,22 +186,20 @@ fn forget_vanished(
 /// Points each orphaned blob at a copy in a present pack, as the pack index objects describe them; blobs with
 /// no other copy (the dead ones a prune deleted) stay absent.
 fn repoint(
-    backend: &dyn Backend,
+    repo: &Repository,
     index: &IndexWriter,
     packs: &HashMap<PackId, u64>,
     mut orphaned: HashSet<BlobId>,
 ) -> Result<(), RepoError> {
-    for l in backend.list_aged(Dir::Indexes)?.entries {
+    for l in repo.backend().list_aged(Dir::Indexes)?.entries {
         let Some(id) = PackIndexId::from_hex(&l.name) else {
             continue;
         };
-        let bytes = match backend.read_all(Object::PackIndex(id)) {
-            Ok(b) if PackIndexId::of(&b) == id => b,
-            Ok(_) | Err(BackendError::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let Ok(described) = pack_index::decode(&bytes) else {
-            continue;
+        let described = match read_pack_index(repo, id) {
+            Ok(Some(described)) => described,
+            Ok(None) => continue,
+            Err(RepoError::Backend(e)) => return Err(e.into()),
+            Err(_) => continue,
         };
         let mut batch = WriteBatch::default();
         for p in described
@@ -223,26 +235,24 @@ fn pack_from_listed(name: &str) -> Option<PackId> {
 /// size), removing them from `unindexed`; returns how many. An object that does not verify is skipped: the
 /// packs it would have covered are read one by one instead.
 fn from_pack_indexes(
-    backend: &dyn Backend,
+    repo: &Repository,
     index: &IndexWriter,
     unindexed: &mut HashMap<PackId, u64>,
 ) -> Result<usize, RepoError> {
     let mut added = 0;
-    for l in backend.list_aged(Dir::Indexes)?.entries {
+    for l in repo.backend().list_aged(Dir::Indexes)?.entries {
         let Some(id) = PackIndexId::from_hex(&l.name) else {
             continue;
         };
         if index.has_read_pack_index(id)? {
             continue;
         }
-        let decoded = match backend.read_all(Object::PackIndex(id)) {
-            Ok(bytes) if PackIndexId::of(&bytes) == id => pack_index::decode(&bytes),
-            Ok(_) => Err(FormatError::Checksum {
-                object: "pack index",
-            }),
+        let decoded = match read_pack_index(repo, id) {
+            Ok(Some(packs)) => Ok(packs),
             // Consolidated away by a prune since the listing.
-            Err(BackendError::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
+            Ok(None) => continue,
+            Err(RepoError::Backend(e)) => return Err(e.into()),
+            Err(e) => Err(e),
         };
         let mut batch = WriteBatch::default();
         match decoded {
@@ -255,7 +265,7 @@ fn from_pack_indexes(
                     }
                 }
             }
-            Err(e) => tracing::warn!("pack index {id}: {e}; reading its packs instead"),
+            Err(e) => tracing::warn!("{e}; reading its packs instead"),
         }
         IndexWriter::mark_pack_index_read(&mut batch, id);
         index.write(batch)?;
@@ -266,12 +276,36 @@ fn from_pack_indexes(
     Ok(added)
 }
 
-/// Reads a manifest and checks that its content still hashes to its name.
-pub fn read_manifest(
-    backend: &dyn Backend,
-    id: SnapshotId,
-) -> Result<(Manifest, Vec<u8>), RepoError> {
-    let bytes = backend.read_all(Object::Manifest(id))?;
+/// Reads a pack index object, checks that its bytes still hash to its name, and decodes it (opened from its
+/// envelope if encrypted). None: gone since the listing.
+fn read_pack_index(
+    repo: &Repository,
+    id: PackIndexId,
+) -> Result<Option<Vec<pack_index::IndexedPack>>, RepoError> {
+    let object = format!("pack index {id}");
+    let format = |source| RepoError::Format {
+        object: object.clone(),
+        source,
+    };
+    let bytes = match repo.backend().read_all(Object::PackIndex(id)) {
+        Ok(bytes) => bytes,
+        Err(BackendError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if PackIndexId::of(&bytes) != id {
+        return Err(format(FormatError::Checksum {
+            object: "pack index",
+        }));
+    }
+    let plain = (repo.codec()).open_object(SealedKind::PackIndex, bytes, &object)?;
+    let packs = pack_index::decode(&plain, repo.codec().is_encrypted()).map_err(format)?;
+    Ok(Some(packs))
+}
+
+/// Reads a manifest, checks that its bytes still hash to its name, and decodes it (opened from its envelope if
+/// encrypted). Returns the manifest and the file's bytes.
+pub fn read_manifest(repo: &Repository, id: SnapshotId) -> Result<(Manifest, Vec<u8>), RepoError> {
+    let bytes = repo.backend().read_all(Object::Manifest(id))?;
     let object = format!("snapshot {id}");
     if SnapshotId::of(&bytes) != id {
         return Err(RepoError::Format {
@@ -279,7 +313,8 @@ pub fn read_manifest(
             source: FormatError::Checksum { object: "manifest" },
         });
     }
+    let plain = (repo.codec()).open_object(SealedKind::Manifest, bytes.clone(), &object)?;
     let manifest =
-        Manifest::decode(&bytes).map_err(|source| RepoError::Format { object, source })?;
+        Manifest::decode(&plain).map_err(|source| RepoError::Format { object, source })?;
     Ok((manifest, bytes))
 }

@@ -28,7 +28,7 @@ impl Repository {
         if !force && self.synced_within(self.sync_interval) {
             return Ok(());
         }
-        let done = reconcile(self.backend(), &index, true)?;
+        let done = reconcile(self, &index, true)?;
         for what in done.skipped_packs.iter().chain(&done.skipped_manifests) {
             tracing::warn!("skipped while following the store: {what}");
         }
