@@ -72,23 +72,20 @@ struct RepoArg {
     /// configuration file].
     #[arg(long, env = "BACKUPFS_REPO", value_parser = parse_location, value_name = "LOCATION")]
     repo: Option<Location>,
-    /// This machine's index and locks for a repository in object storage [default: `state_dir` in the
+    /// This machine's index and locks for a repository in object storage or encrypted [default: `state_dir` in the
     /// configuration file, else /var/lib/backupfs/ID for root, ~/.local/state/backupfs/ID for others].
     #[arg(long, env = "BACKUPFS_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// The key file of an encrypted repository [default: `key_file` in the configuration file, else
+    /// /etc/backupfs/keys/ID.key for root, ~/.config/backupfs/keys/ID.key for others].
+    #[arg(long, env = "BACKUPFS_KEY_FILE", value_name = "PATH")]
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Create an empty repository in an empty or new directory, or an empty bucket prefix.
-    Init {
-        /// This machine's index and locks (object storage only; see --state-dir of the other commands).
-        #[arg(long, env = "BACKUPFS_STATE_DIR", value_name = "DIR")]
-        state_dir: Option<PathBuf>,
-        /// A directory, or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX].
-        #[arg(value_parser = parse_location, value_name = "LOCATION")]
-        location: Location,
-    },
+    Init(cmd::init::InitArgs),
     /// Back up SOURCE as a new snapshot of an account.
     Backup(cmd::backup::BackupArgs),
     /// List snapshots.
@@ -116,6 +113,11 @@ enum Command {
     },
     /// Serve an account's snapshots read-only at MOUNTPOINT until SIGINT/SIGTERM or unmount.
     Mount(cmd::mount::MountArgs),
+    /// The key of an encrypted repository.
+    Key {
+        #[command(subcommand)]
+        what: cmd::key::KeyCommand,
+    },
 }
 
 /// `backupfs generate ...`: packaging files from the command-line definition. Parsed apart from `Cli` (before
@@ -286,6 +288,7 @@ fn repo_location(repo: &RepoArg, config: &Config) -> Location {
 fn open_options(
     location: &Location,
     state_dir: Option<&Path>,
+    key_file: Option<&Path>,
     config: &Config,
     caches: CacheSizes,
 ) -> Result<OpenOptions> {
@@ -300,6 +303,9 @@ fn open_options(
         cache_dir: config.mount.cache_dir.clone(),
         cache_bytes: (config.mount.disk_cache_mib)
             .map_or(backupfs::repo::DEFAULT_DISK_CACHE_BYTES, |m| m << 20),
+        key_file: key_file
+            .map(Path::to_path_buf)
+            .or_else(|| config.key_file.clone()),
     })
 }
 
@@ -309,6 +315,7 @@ fn resolve_repo(repo: &RepoArg, config: &Config) -> Result<(Location, OpenOption
     let opts = open_options(
         &location,
         repo.state_dir.as_deref(),
+        repo.key_file.as_deref(),
         config,
         CacheSizes::default(),
     )?;
@@ -331,19 +338,8 @@ fn is_unusable_index(e: &anyhow::Error) -> bool {
 fn run(cli: Cli, config: &Config) -> Result<i32> {
     let open = |repo: &RepoArg| open_repo(repo, config);
     match cli.command {
-        Command::Init {
-            location,
-            state_dir,
-        } => {
-            let opts = open_options(
-                &location,
-                state_dir.as_deref(),
-                config,
-                CacheSizes::default(),
-            )?;
-            Repository::init(&location, &opts)?;
-            println!("created repository {location}");
-        }
+        Command::Init(args) => return cmd::init::run(args, config),
+        Command::Key { what } => return cmd::key::run(what, config),
         Command::Backup(args) => return cmd::backup::run(args, config),
         Command::Prune(args) => return cmd::prune::run(args, config),
         Command::Check(args) => return cmd::check::run(args, config),
@@ -375,7 +371,7 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
             what: RepairWhat::Config { repo },
         } => {
             let path = repo_location(&repo, config);
-            let opts = open_options(&path, None, config, CacheSizes::default())?;
+            let opts = open_options(&path, None, None, config, CacheSizes::default())?;
             match repair_config(&path, &opts.s3)? {
                 ConfigRepair::Intact => println!("{path}/config is intact"),
                 ConfigRepair::BitCorrected { byte, bit } => {

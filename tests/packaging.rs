@@ -787,6 +787,8 @@ fn man_pages_and_completions_are_generated() {
             "backupfs-backup.1",
             "backupfs-check.1",
             "backupfs-init.1",
+            "backupfs-key-show.1",
+            "backupfs-key.1",
             "backupfs-mount.1",
             "backupfs-prune.1",
             "backupfs-repair-config.1",
@@ -920,6 +922,7 @@ fn help_texts_match_snapshots() {
         &help(&["repair", "index"]),
         &mut failures,
     );
+    snapshot("backupfs-key-show", &help(&["key", "show"]), &mut failures);
     let t = TempDir::new("helphelper");
     let out = ok(run(helper(&helper_link(&t)).arg("--help")), "helper --help");
     snapshot(HELPER, &text(&out.stdout), &mut failures);

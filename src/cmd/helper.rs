@@ -38,6 +38,24 @@ pub(crate) const HELPER_OPTIONS: &[(&str, &str)] = &[
         "Append the daemon's log to PATH (default: syslog, or the journal when systemd runs mount).",
     ),
     (
+        "state_dir=PATH",
+        "This machine's index and locks of a repository in object storage or encrypted (default: state_dir \
+         in the configuration file, else /var/lib/backupfs/ID).",
+    ),
+    (
+        "key_file=PATH",
+        "The key file of an encrypted repository (default: key_file in the configuration file, else \
+         /etc/backupfs/keys/ID.key).",
+    ),
+    (
+        "cache_dir=PATH",
+        "Object storage: the on-disk cache of verified blobs (default: [mount] cache_dir, else STATE/cache).",
+    ),
+    (
+        "disk_cache=MIB",
+        "Object storage: the on-disk cache's size; 0 turns it off (default: [mount] disk_cache_mib, else 1024).",
+    ),
+    (
         "ro, rw",
         "Accepted: the mount is always read-only (mount(8) passes rw whenever ro is not given).",
     ),
@@ -223,7 +241,7 @@ pub(crate) fn helper_main() -> ! {
         }
     }
     let (mut account, mut allow_other, mut threads) = (None, false, None);
-    let (mut config_path, mut log, mut state_dir) = (None, None, None);
+    let (mut config_path, mut log, mut state_dir, mut key_file) = (None, None, None, None);
     let (mut cache_dir, mut disk_cache) = (None, None);
     let (mut tree_cache, mut chunk_cache) = (None, None);
     for opt in cli.options.iter().flat_map(|o| o.split(',')) {
@@ -253,6 +271,7 @@ pub(crate) fn helper_main() -> ! {
             ("config", Some(v)) => config_path = Some(PathBuf::from(v)),
             ("log", Some(v)) => log = Some(PathBuf::from(v)),
             ("state_dir", Some(v)) => state_dir = Some(PathBuf::from(v)),
+            ("key_file", Some(v)) => key_file = Some(PathBuf::from(v)),
             ("cache_dir", Some(v)) => cache_dir = Some(PathBuf::from(v)),
             ("disk_cache", Some(v)) => match v.parse::<u64>() {
                 Ok(n) => disk_cache = Some(n),
@@ -265,7 +284,7 @@ pub(crate) fn helper_main() -> ! {
             (n, Some(_)) if n.starts_with("x-") || n == "comment" => {}
             _ if cli.sloppy => tracing::warn!("ignoring unknown mount option {opt:?}"),
             _ => usage(format!(
-                "unknown mount option {opt:?} (known: account=NAME, allow_other, threads=N, tree_cache=MIB, chunk_cache=MIB, config=PATH, log=PATH, state_dir=PATH, cache_dir=PATH, disk_cache=MIB)"
+                "unknown mount option {opt:?} (known: account=NAME, allow_other, threads=N, tree_cache=MIB, chunk_cache=MIB, config=PATH, log=PATH, state_dir=PATH, key_file=PATH, cache_dir=PATH, disk_cache=MIB)"
             )),
         }
     }
@@ -276,7 +295,13 @@ pub(crate) fn helper_main() -> ! {
         Err(e) => usage(e.to_string()),
     };
     let caches = config.mount.cache_sizes(tree_cache, chunk_cache);
-    let mut open = match open_options(&cli.source, state_dir.as_deref(), &config, caches) {
+    let mut open = match open_options(
+        &cli.source,
+        state_dir.as_deref(),
+        key_file.as_deref(),
+        &config,
+        caches,
+    ) {
         Ok(o) => o,
         Err(e) => usage(one_line(&e)),
     };

@@ -4,6 +4,8 @@
 pub mod backup;
 pub mod check;
 pub mod helper;
+pub mod init;
+pub mod key;
 pub mod mount;
 pub mod output;
 pub mod prune;

@@ -72,7 +72,13 @@ pub(crate) fn run(args: MountArgs, config: &Config) -> Result<i32> {
     };
     let location = repo_location(&repo, config);
     let caches = config.mount.cache_sizes(tree_cache, chunk_cache);
-    let mut open = open_options(&location, repo.state_dir.as_deref(), config, caches)?;
+    let mut open = open_options(
+        &location,
+        repo.state_dir.as_deref(),
+        repo.key_file.as_deref(),
+        config,
+        caches,
+    )?;
     open.cache_dir = cache_dir.or(open.cache_dir);
     open.cache_bytes = disk_cache.map_or(open.cache_bytes, |m| m << 20);
     let request = MountRequest {
@@ -188,6 +194,9 @@ pub(crate) fn mount_in_background(
             std::fs::canonicalize(path)
                 .with_context(|| format!("repository {}", path.display()))?,
         );
+    }
+    if let Some(key) = &req.open.key_file {
+        req.open.key_file = Some(std::path::absolute(key)?);
     }
     if let Some(state) = &req.open.state_dir {
         req.open.state_dir = Some(std::path::absolute(state)?);

@@ -25,7 +25,12 @@ pub(crate) fn generate(what: GenerateWhat) -> Result<()> {
 /// A repository whose index may be missing or damaged: repair must not need it.
 pub(crate) fn open_for_repair(repo: &RepoArg, config: &Config) -> Result<Repository> {
     let (location, opts) = resolve_repo(repo, config)?;
-    if Repository::open(&location, &opts).is_err() {
+    // Only an index that cannot be opened is replaced: a missing key or an unreachable store is no reason to
+    // set the index aside.
+    use backupfs::repo::RepoError;
+    if let Err(RepoError::Index(_) | RepoError::IndexUnusable { .. }) =
+        Repository::open(&location, &opts)
+    {
         Repository::create_empty_index(&location, &opts)?;
     }
     Ok(Repository::open(&location, &opts)?)

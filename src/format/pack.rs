@@ -34,7 +34,8 @@
 //! every pack a writer of format v1 produces, so no valid pack is refused):
 //! - `offset >= 16` and `offset + stored_len <= trailer_offset` (computed without overflow): the stored bytes lie
 //!   in the data area, so `stored_len` is bounded by the pack's size;
-//! - reserved fields are zero; a raw blob has `raw_len == stored_len` (it is its plaintext);
+//! - reserved fields are zero; a raw blob has `raw_len == stored_len` (it is its plaintext), or in a sealed pack
+//!   `raw_len + 48 == stored_len` (its plaintext, salt and tag);
 //! - a chunk's `raw_len` is at most [`MAX_CHUNK_LEN`] (16 MiB): chunks are cut by FastCDC with `chunk_max`, which
 //!   the config limits to 16 MiB, and SPEC.md gives extents 1..16 MiB. Trees and hardlink tables have no format
 //!   bound beyond the u32 field (a flat tree of a huge directory written by an old writer may be hundreds of MiB),
@@ -132,6 +133,9 @@ pub fn decompress(
 
 /// What a sealed trailer adds to its entries: the salt before them and the tag after.
 pub const SEALED_TRAILER_OVERHEAD: u64 = 32 + 16;
+/// What sealing adds to a blob's stored bytes (its salt and tag): a sealed raw blob is this much longer than its
+/// plaintext.
+pub const SEALED_BLOB_OVERHEAD: u32 = 32 + 16;
 
 /// The stored length of a trailer of `entries` entries in a pack of `version`; None for an unknown version.
 fn stored_trailer_len(version: u32, entries: u32) -> Option<u64> {
@@ -261,6 +265,8 @@ pub struct Footer {
     pub entry_count: u32,
     /// Bytes of the trailer as stored (sealed or not).
     pub trailer_len: u64,
+    /// Whether the pack is sealed (version 2): its trailer and its blobs.
+    pub sealed: bool,
     checksum: [u8; 32],
 }
 
@@ -271,6 +277,7 @@ impl Footer {
             trailer_offset,
             entry_count,
             trailer_len: trailer.len() as u64,
+            sealed: trailer.len() as u64 != u64::from(entry_count) * ENTRY_LEN as u64,
             checksum: *blake3::hash(trailer).as_bytes(),
         }
     }
@@ -325,6 +332,7 @@ impl Footer {
             trailer_offset,
             entry_count,
             trailer_len,
+            sealed: version == magic::PACK_VERSION_SEALED,
             checksum,
         })
     }
@@ -374,23 +382,24 @@ impl Footer {
         // Bounded by the trailer's length, checked above.
         let mut entries = Vec::with_capacity(bytes.len() / ENTRY_LEN);
         for _ in 0..self.entry_count {
-            entries.push(read_entry(&mut r, self.trailer_offset)?);
+            entries.push(read_entry(&mut r, self.trailer_offset, self.sealed)?);
         }
         r.finish()?;
         Ok(entries)
     }
 }
 
-/// One trailer entry, checked against the bounds every v1 writer keeps; `data_end` is where the data area ends
-/// (the trailer's offset). Also what a salvage scan of a damaged pack tries at each place an entry could be.
-pub fn decode_entry(bytes: &[u8], data_end: u64) -> Result<PackEntry, FormatError> {
+/// One trailer entry, checked against the bounds every writer keeps; `data_end` is where the data area ends
+/// (the trailer's offset), `sealed` whether the pack's blobs are. Also what a salvage scan of a damaged pack
+/// tries at each place an entry could be.
+pub fn decode_entry(bytes: &[u8], data_end: u64, sealed: bool) -> Result<PackEntry, FormatError> {
     let mut r = Reader::new(bytes, "pack trailer entry");
-    let entry = read_entry(&mut r, data_end)?;
+    let entry = read_entry(&mut r, data_end, sealed)?;
     r.finish()?;
     Ok(entry)
 }
 
-fn read_entry(r: &mut Reader<'_>, data_end: u64) -> Result<PackEntry, FormatError> {
+fn read_entry(r: &mut Reader<'_>, data_end: u64, sealed: bool) -> Result<PackEntry, FormatError> {
     let at = r.offset();
     let kind =
         BlobKind::from_u8(r.u8()?).ok_or_else(|| r.invalid_at(at + E_KIND, "unknown blob kind"))?;
@@ -417,7 +426,10 @@ fn read_entry(r: &mut Reader<'_>, data_end: u64) -> Result<PackEntry, FormatErro
             ),
         ));
     }
-    if compression == Compression::Raw && stored_len != raw_len {
+    let overhead = if sealed { SEALED_BLOB_OVERHEAD } else { 0 };
+    if compression == Compression::Raw
+        && u64::from(stored_len) != u64::from(raw_len) + u64::from(overhead)
+    {
         return Err(r.invalid_at(
             at + E_RAW_LEN,
             format!("raw blob of {stored_len} bytes has raw_len {raw_len}"),

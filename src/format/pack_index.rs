@@ -84,7 +84,7 @@ pub fn decode(bytes: &[u8], sealed_packs: bool) -> Result<Vec<IndexedPack>, Form
         }
         let mut entries = Vec::with_capacity(n as usize);
         for _ in 0..n {
-            entries.push(decode_entry(r.take(ENTRY_LEN)?, data_end)?);
+            entries.push(decode_entry(r.take(ENTRY_LEN)?, data_end, sealed_packs)?);
         }
         packs.push(IndexedPack { id, size, entries });
     }

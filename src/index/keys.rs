@@ -2,7 +2,7 @@
 
 use super::{BlobLocation, CatalogEntry};
 use crate::format::manifest::Manifest;
-use crate::format::pack::{Compression, PackEntry, HEADER_LEN};
+use crate::format::pack::{Compression, PackEntry, HEADER_LEN, SEALED_BLOB_OVERHEAD};
 use crate::format::{BlobId, PackId, SnapshotId};
 
 pub const VERSION: &[u8] = b"V";
@@ -92,11 +92,14 @@ pub fn decode_location(v: &[u8]) -> Option<BlobLocation> {
         compression,
     };
     // Every location is copied from a pack trailer entry, which the trailer's decoder bounds the same way: stored
-    // bytes after the pack header, ending without overflow, and a raw blob is its plaintext (so `raw_len` is
-    // bounded by bytes that exist). The chunk bound on `raw_len` needs the key's kind: see `Footer::decode_trailer`.
+    // bytes after the pack header, ending without overflow, and a raw blob is its plaintext, sealed or not (so
+    // `raw_len` is bounded by bytes that exist). The chunk bound on `raw_len` needs the key's kind: see `Footer::decode_trailer`.
     let in_pack = loc.offset >= HEADER_LEN as u64
         && loc.offset.checked_add(u64::from(loc.stored_len)).is_some();
-    let raw_ok = loc.compression != Compression::Raw || loc.stored_len == loc.raw_len;
+    // A sealed raw blob (an encrypted repository) is its plaintext and its seal.
+    let raw_ok = loc.compression != Compression::Raw
+        || u64::from(loc.stored_len) == u64::from(loc.raw_len)
+        || u64::from(loc.stored_len) == u64::from(loc.raw_len) + u64::from(SEALED_BLOB_OVERHEAD);
     (in_pack && raw_ok).then_some(loc)
 }
 
@@ -181,7 +184,9 @@ mod mutation_tests {
         };
         if loc.offset < HEADER_LEN as u64
             || loc.offset.checked_add(u64::from(loc.stored_len)).is_none()
-            || (loc.compression == Compression::Raw && loc.stored_len != loc.raw_len)
+            || (loc.compression == Compression::Raw
+                && loc.stored_len != loc.raw_len
+                && u64::from(loc.stored_len) != u64::from(loc.raw_len) + 48)
         {
             return Err(format!("accepted a location no pack trailer has: {loc:?}"));
         }

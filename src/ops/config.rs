@@ -5,6 +5,7 @@
 //! ```toml
 //! repository = "/srv/backup/repo"        # --repo / BACKUPFS_REPO; or "s3:https://HOST/BUCKET/PREFIX"
 //! state_dir = "/var/lib/backupfs/hosting" # --state-dir / BACKUPFS_STATE_DIR (object storage: index, locks)
+//! key_file = "/etc/backupfs/keys/hosting.key" # --key-file / BACKUPFS_KEY_FILE (encrypted repositories)
 //!
 //! [s3]                                   # repositories in S3-compatible object storage
 //! endpoints = ["http://10.0.0.2:3900"]   # more endpoints of the same cluster, tried when one fails
@@ -87,6 +88,8 @@ pub struct Config {
     pub repository: Option<String>,
     /// Per-machine state of a repository in object storage.
     pub state_dir: Option<PathBuf>,
+    /// The key file of an encrypted repository.
+    pub key_file: Option<PathBuf>,
     #[serde(default)]
     pub s3: S3Section,
     #[serde(default)]
@@ -406,6 +409,9 @@ impl Config {
         }
         if config.state_dir.as_ref().is_some_and(|p| !p.is_absolute()) {
             return Err(invalid("state_dir must be an absolute path".into()));
+        }
+        if config.key_file.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return Err(invalid("key_file must be an absolute path".into()));
         }
         for e in &config.s3.endpoints {
             if !(e.starts_with("http://") || e.starts_with("https://")) {

@@ -6,6 +6,7 @@ mod codec;
 mod commit;
 mod dir;
 mod disk_cache;
+mod key;
 mod lease;
 mod locks;
 mod lost;
@@ -20,6 +21,7 @@ pub use codec::BlobCodec;
 pub use commit::{commit_snapshot, NewPack};
 pub use dir::{Directory, EntryRef};
 pub use disk_cache::DiskCache;
+pub use key::{create_key, default_key_file, key_file_of, load_key, KeyError};
 pub use locks::{BackupMarker, ExclusiveLock};
 pub use packs::{read_manifest, read_pack_trailer, reconcile, Reconciled};
 pub use reach::mark_live;
@@ -65,10 +67,8 @@ pub enum RepoError {
     Index(#[from] IndexError),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
-    #[error(
-        "{path}: the repository is encrypted at rest, which this build cannot read or write yet"
-    )]
-    EncryptedNotSupported { path: PathBuf },
+    #[error(transparent)]
+    Key(#[from] KeyError),
     #[error("{object}: {source}")]
     Format { object: String, source: FormatError },
     #[error("{id}: not in the index")]
@@ -110,13 +110,16 @@ pub struct OpenOptions {
     /// directory) and budget in bytes (0: none). A local repository has none.
     pub cache_dir: Option<PathBuf>,
     pub cache_bytes: u64,
+    /// The key file of an encrypted repository, when given (`--key-file`, `BACKUPFS_KEY_FILE`, `key_file`);
+    /// None: the default for the repository's id (`default_key_file`).
+    pub key_file: Option<PathBuf>,
 }
 
 /// The default on-disk cache budget of a repository in object storage.
 pub const DEFAULT_DISK_CACHE_BYTES: u64 = 1 << 30;
 
-fn open_disk_cache(state: &StateDir, opts: &OpenOptions) -> Option<DiskCache> {
-    if !state.follows_store() || opts.cache_bytes == 0 {
+fn open_disk_cache(location: &Location, state: &StateDir, opts: &OpenOptions) -> Option<DiskCache> {
+    if matches!(location, Location::Local(_)) || opts.cache_bytes == 0 {
         return None;
     }
     let dir = opts
@@ -141,6 +144,7 @@ impl Default for OpenOptions {
             sync_interval: std::time::Duration::from_secs(30),
             cache_dir: None,
             cache_bytes: DEFAULT_DISK_CACHE_BYTES,
+            key_file: None,
         }
     }
 }
@@ -155,7 +159,7 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], BackendError> {
 }
 
 /// Reads and decodes the config, the one object every open needs.
-fn read_config(backend: &dyn Backend, location: &Location) -> Result<Config, RepoError> {
+pub fn read_config(backend: &dyn Backend, location: &Location) -> Result<Config, RepoError> {
     let bytes = match backend.read_all(Object::Config) {
         Err(BackendError::NotFound { .. }) => {
             return Err(RepoError::NotARepository {
@@ -164,21 +168,15 @@ fn read_config(backend: &dyn Backend, location: &Location) -> Result<Config, Rep
         }
         other => other?,
     };
-    let config = Config::decode(&bytes).map_err(|source| RepoError::ConfigDamaged {
+    Config::decode(&bytes).map_err(|source| RepoError::ConfigDamaged {
         path: location.to_string().into(),
         source,
-    })?;
-    if config.encryption.is_some() {
-        // Blobs can be sealed (`BlobCodec`), manifests and pack trailers not yet (issue 15): reading such a
-        // repository as plaintext, or writing plaintext into it, must not happen.
-        return Err(RepoError::EncryptedNotSupported {
-            path: location.to_string().into(),
-        });
-    }
-    Ok(config)
+    })
 }
 
-/// The state directory: the one asked for, else inside a local repository, else the default for the id.
+/// The state directory: the one asked for, else inside a local repository that is not encrypted, else the
+/// default for the id. An encrypted repository's directory holds only what its store would: its plaintext
+/// index lives apart, as a bucket's does.
 fn resolve_state(
     location: &Location,
     opts: &OpenOptions,
@@ -186,8 +184,10 @@ fn resolve_state(
 ) -> Result<StateDir, RepoError> {
     Ok(match (&opts.state_dir, location) {
         (Some(dir), _) => StateDir::separate(dir)?,
-        (None, Location::Local(path)) => StateDir::inside_repository(path),
-        (None, Location::S3(_)) => StateDir::separate(&StateDir::default_for(&config.repo_id))?,
+        (None, Location::Local(path)) if config.encryption.is_none() => {
+            StateDir::inside_repository(path)
+        }
+        (None, _) => StateDir::separate(&StateDir::default_for(&config.repo_id))?,
     })
 }
 
@@ -238,9 +238,9 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// Creates an empty repository at `location`: a directory that is missing or empty, or a bucket prefix that
-    /// holds nothing.
-    pub fn init(location: &Location, opts: &OpenOptions) -> Result<Config, RepoError> {
+    /// Creates an empty repository with `config` at `location`: a directory that is missing or empty, or a
+    /// bucket prefix that holds nothing. An encrypted one's key must be kept already (`create_key`).
+    pub fn init(location: &Location, opts: &OpenOptions, config: &Config) -> Result<(), RepoError> {
         let backend = crate::backend::open(location, &opts.s3)?;
         let taken = || RepoError::AlreadyExists {
             path: location.to_string().into(),
@@ -257,8 +257,7 @@ impl Repository {
         } else if !backend.is_empty()? {
             return Err(taken());
         }
-        let config = Config::new(random_bytes::<32>()?);
-        if let Location::Local(path) = location {
+        if let (Location::Local(path), None) = (location, &config.encryption) {
             let state = StateDir::inside_repository(path);
             IndexWriter::create(&state.index(), &state.index_lock())?;
         }
@@ -273,7 +272,7 @@ impl Repository {
         if backend.read_all(Object::Config)? != bytes {
             return Err(taken());
         }
-        Ok(config)
+        Ok(())
     }
 
     /// Replaces a missing or unopenable index by an empty one, so that `repair index` can open the repository.
@@ -312,6 +311,7 @@ impl Repository {
         opts: &OpenOptions,
     ) -> Result<Self, RepoError> {
         let config = read_config(backend.as_ref(), location)?;
+        let codec = key::codec_for(location, &config, opts.key_file.as_deref())?;
         let state = resolve_state(location, opts, &config)?;
         if state.follows_store() && !state.index().exists() {
             // A machine new to this repository: an empty index, filled by the sync below.
@@ -341,7 +341,7 @@ impl Repository {
         let repo = Self {
             location: location.clone(),
             state,
-            codec: BlobCodec::new(&config),
+            codec,
             config,
             backend,
             sync_interval: opts.sync_interval,
@@ -359,7 +359,7 @@ impl Repository {
         };
         repo.sync(true)?;
         let mut repo = repo;
-        repo.disk = open_disk_cache(&repo.state, opts);
+        repo.disk = open_disk_cache(&repo.location, &repo.state, opts);
         Ok(repo)
     }
 

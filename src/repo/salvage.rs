@@ -110,7 +110,7 @@ fn scan_trailers(pack: &[u8]) -> Vec<PackEntry> {
         let mut at = end;
         while at >= HEADER_LEN + ENTRY_LEN {
             // The trailer starts at or before this entry: its blob must end before it.
-            match decode_entry(&pack[at - ENTRY_LEN..at], (at - ENTRY_LEN) as u64) {
+            match decode_entry(&pack[at - ENTRY_LEN..at], (at - ENTRY_LEN) as u64, false) {
                 Ok(e) => found.push(e),
                 Err(_) => break,
             }

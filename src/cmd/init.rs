@@ -1,0 +1,71 @@
+//! `backupfs init`: its arguments, the new repository's key when it is encrypted, and what it prints.
+
+use super::super::*;
+use backupfs::format::config::Config as RepoConfig;
+use backupfs::repo::{create_key, default_key_file};
+
+#[derive(clap::Args)]
+pub(crate) struct InitArgs {
+    /// This machine's index and locks (object storage and encrypted repositories; see --state-dir of the other
+    /// commands).
+    #[arg(long, env = "BACKUPFS_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Encrypt the repository at rest (contents, names, owners, snapshot manifests and pack trailers), with a
+    /// new key written to a root-only key file. Without that key nothing in the repository can be read.
+    #[arg(long)]
+    encrypt: bool,
+    /// Where --encrypt writes the new key (a new file; never over another) [default: `key_file` in the
+    /// configuration file, else /etc/backupfs/keys/ID.key for root, ~/.config/backupfs/keys/ID.key for others].
+    #[arg(
+        long,
+        env = "BACKUPFS_KEY_FILE",
+        value_name = "PATH",
+        requires = "encrypt"
+    )]
+    key_file: Option<PathBuf>,
+    /// A directory, or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX].
+    #[arg(value_parser = parse_location, value_name = "LOCATION")]
+    location: Location,
+}
+
+pub(crate) fn run(args: InitArgs, config: &Config) -> Result<i32> {
+    let InitArgs {
+        state_dir,
+        encrypt,
+        key_file,
+        location,
+    } = args;
+    let opts = open_options(
+        &location,
+        state_dir.as_deref(),
+        None,
+        config,
+        CacheSizes::default(),
+    )?;
+    let mut repo_config = RepoConfig::new(backupfs::repo::random_bytes::<32>()?);
+    let key_path = encrypt.then(|| {
+        key_file
+            .or_else(|| config.key_file.clone())
+            .unwrap_or_else(|| default_key_file(&repo_config.repo_id))
+    });
+    if let Some(path) = &key_path {
+        create_key(&mut repo_config, path)?;
+    }
+    if let Err(e) = Repository::init(&location, &opts, &repo_config) {
+        // The key of a repository that was not made: only the file just created, never another.
+        if let Some(path) = &key_path {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(e.into());
+    }
+    println!("created repository {location}");
+    if let Some(path) = key_path {
+        println!(
+            "encrypted at rest; its key is in {} (root only).\n\
+             Without that key nothing in the repository can be read, by you or anyone: keep a copy offline now.\n\
+             `backupfs key show --repo {location}` prints it as text to print or store.",
+            path.display()
+        );
+    }
+    Ok(0)
+}
