@@ -1,0 +1,540 @@
+//! A repository encrypted at rest, as a user meets it: made with `init --encrypt`, backed up to, mounted and read
+//! through the kernel, copied out with `cp -a`; nothing of the source readable in any byte of the repository
+//! directory; each kind of object damaged in turn; and every wrong key refused with one line.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const ACCOUNT: &str = "zanzibar-7q";
+const HOST: &str = "enc-host-4kq9zv";
+
+/// An encrypted repository in a temporary directory, with its key file and state directory beside it.
+struct Encrypted {
+    t: TempDir,
+    repo: PathBuf,
+    key: PathBuf,
+    state: PathBuf,
+}
+
+impl Encrypted {
+    fn new(label: &str) -> Self {
+        let t = TempDir::new(label);
+        let (repo, key, state) = (t.join("repo"), t.join("keys/repo.key"), t.join("state"));
+        let out = bin()
+            .args(["init", "--encrypt", "--key-file"])
+            .arg(&key)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg(&repo)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains(&format!("its key is in {}", key.display())),
+            "{}",
+            stdout(&out)
+        );
+        let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the key file is the owner's only");
+        Self {
+            t,
+            repo,
+            key,
+            state,
+        }
+    }
+
+    /// `backupfs SUB --repo REPO` with the key file and state directory in the environment.
+    fn cmd(&self, sub: &[&str]) -> Command {
+        let mut c = bin();
+        c.env("BACKUPFS_KEY_FILE", &self.key)
+            .env("BACKUPFS_STATE_DIR", &self.state)
+            .args(sub)
+            .arg("--repo")
+            .arg(&self.repo);
+        c
+    }
+
+    fn mount(&self, mountpoint: &Path) -> Mount {
+        let (key, state) = (self.key.to_str().unwrap(), self.state.to_str().unwrap());
+        let env = [("BACKUPFS_KEY_FILE", key), ("BACKUPFS_STATE_DIR", state)];
+        Mount::with(&self.repo, ACCOUNT, mountpoint, &[], &env)
+    }
+
+    /// A second machine's view: the same repository and key, a new state directory.
+    fn fresh_state(&mut self) {
+        self.state = self.t.join(&format!(
+            "state-{}",
+            fs::read_dir(self.t.path()).unwrap().count()
+        ));
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Backs up `src` as ACCOUNT on a machine called HOST (a UTS namespace of its own).
+fn backup_as_host(repo: &Path, env: &[(&str, &Path)], src: &Path, time: &str) {
+    let out = Command::new("unshare")
+        .args([
+            "--uts",
+            "sh",
+            "-c",
+            r#"hostname "$1" && shift && exec "$@""#,
+            "sh",
+            HOST,
+        ])
+        .arg(env!("CARGO_BIN_EXE_backupfs"))
+        .args(["backup", "--account", ACCOUNT, "--time", time, "--repo"])
+        .arg(repo)
+        .arg(src)
+        .envs(env.iter().copied())
+        .env_remove("BACKUPFS_REPO")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "backup: {}", stderr(&out));
+}
+
+/// Every file under `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// What must not be readable in an encrypted repository: the account, the host, the source path, every name of
+/// 8 bytes or more in the source, and 24 bytes from the middle of every regular file of 64 bytes or more.
+fn needles(src: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![
+        ("account".to_string(), ACCOUNT.as_bytes().to_vec()),
+        ("hostname".to_string(), HOST.as_bytes().to_vec()),
+        (
+            "source path".to_string(),
+            src.to_str().unwrap().as_bytes().to_vec(),
+        ),
+    ];
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.len() >= 8 {
+                out.push((format!("name {name}"), name.as_bytes().to_vec()));
+            }
+            let kind = e.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(e.path());
+            } else if kind.is_file() {
+                let data = fs::read(e.path()).unwrap();
+                if data.len() >= 64 && data.iter().any(|&b| b != 0) {
+                    let mid = data.len() / 2;
+                    out.push((format!("content of {name}"), data[mid..mid + 24].to_vec()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The needles found in any file under `repo`, by what they are.
+fn found_in(repo: &Path, needles: &[(String, Vec<u8>)]) -> Vec<String> {
+    let objects: Vec<Vec<u8>> = files_under(repo)
+        .iter()
+        .map(|p| fs::read(p).unwrap())
+        .collect();
+    needles
+        .iter()
+        .filter(|(_, n)| objects.iter().any(|o| o.windows(n.len()).any(|w| w == n)))
+        .map(|(what, _)| what.clone())
+        .collect()
+}
+
+/// A gen_tree source backed up on `nights` nights (a mutation between each) into an encrypted repository.
+fn backed_up(label: &str, nights: u32) -> (Encrypted, PathBuf) {
+    let r = Encrypted::new(label);
+    let src = r.t.join("src");
+    gen_tree(&src, "enc");
+    let env = [
+        ("BACKUPFS_KEY_FILE", r.key.as_path()),
+        ("BACKUPFS_STATE_DIR", r.state.as_path()),
+    ];
+    for night in 1..=nights {
+        if night > 1 {
+            mutate(&src, "enc", night - 1);
+        }
+        backup_as_host(
+            &r.repo,
+            &env,
+            &src,
+            &format!("2026-11-{night:02}T02:00:00Z"),
+        );
+    }
+    (r, src)
+}
+
+#[test]
+fn round_trip_through_the_mount_with_nothing_of_the_source_in_the_repository() {
+    let (r, src) = backed_up("enc-roundtrip", 2);
+    let m = r.mount(&r.t.join("mnt"));
+    let latest = m.latest_in("");
+    assert_same_tree(&describe(&src), &describe(&latest));
+    let restored = r.t.join("restored");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(&latest)
+        .arg(&restored)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    assert_same_tree(&describe(&src), &describe(&restored));
+    drop(m);
+    assert!(r.cmd(&["check", "--read-data"]).status().unwrap().success());
+
+    // Nothing readable, and nothing of the per-machine state in the repository directory.
+    let needles = needles(&src);
+    assert!(needles.len() > 100, "{} needles", needles.len());
+    let found = found_in(&r.repo, &needles);
+    assert!(
+        found.is_empty(),
+        "readable in the encrypted repository: {found:?}"
+    );
+    for name in fs::read_dir(&r.repo).unwrap() {
+        let name = name.unwrap().file_name().into_string().unwrap();
+        assert!(
+            [
+                "config",
+                "packs",
+                "snapshots",
+                "indexes",
+                "leases",
+                "condemned",
+                "tmp",
+                "locks"
+            ]
+            .contains(&name.as_str()),
+            "{name} in the repository directory"
+        );
+    }
+
+    // The same grep finds them in an unencrypted repository of the same source: it can fail.
+    let plain = r.t.join("plain");
+    init_repo(&plain);
+    backup_as_host(&plain, &[], &src, "2026-11-02T02:00:00Z");
+    let in_plain = found_in(&plain, &needles);
+    for what in ["account", "hostname", "source path"] {
+        assert!(
+            in_plain.iter().any(|f| f == what),
+            "{what} not found in plaintext: the grep is blind"
+        );
+    }
+    assert!(
+        in_plain.iter().any(|f| f.starts_with("content of")),
+        "{in_plain:?}"
+    );
+}
+
+/// Reads every regular file under the mount's latest snapshot; returns (paths read whole and right, paths
+/// that gave EIO). Wrong bytes fail the test.
+fn read_all(root: &Path, src: &Path) -> (usize, Vec<PathBuf>) {
+    let (mut good, mut eio) = (0, Vec::new());
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        // opendir succeeds on a directory whose tree is damaged; reading its entries fails.
+        let listed = fs::read_dir(root.join(&rel)).and_then(|d| d.collect::<Result<Vec<_>, _>>());
+        let entries = match listed {
+            Ok(e) => e,
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EIO), "{}: {e}", rel.display());
+                eio.push(rel);
+                continue;
+            }
+        };
+        for e in entries {
+            let path = rel.join(e.file_name());
+            let kind = e.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                let mut got = Vec::new();
+                match fs::File::open(root.join(&path)).and_then(|mut f| f.read_to_end(&mut got)) {
+                    Ok(_) => {
+                        assert!(
+                            got == fs::read(src.join(&path)).unwrap(),
+                            "{}: wrong bytes",
+                            path.display()
+                        );
+                        good += 1;
+                    }
+                    Err(e) => {
+                        assert_eq!(e.raw_os_error(), Some(libc::EIO), "{}: {e}", path.display());
+                        eio.push(path);
+                    }
+                }
+            }
+        }
+    }
+    (good, eio)
+}
+
+fn flip(path: &Path, at: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at] ^= 0x20;
+    fs::write(path, bytes).unwrap();
+}
+
+/// `check --read-data`: exit 4 and its output, which must name `what`.
+fn check_names(r: &Encrypted, what: &str) {
+    let out = r.cmd(&["check", "--read-data"]).output().unwrap();
+    let text = stdout(&out) + &stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(text.contains(what), "check does not name {what}:\n{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
+
+fn pack_of(path: &Path) -> String {
+    path.file_stem().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_flipped_byte_in_a_data_pack_is_eio_for_its_file_only() {
+    let (r, src) = backed_up("enc-flip-data", 2);
+    let data = &packs_by_size(&r.repo)[0];
+    flip(data, fs::metadata(data).unwrap().len() as usize / 2);
+    let m = r.mount(&r.t.join("mnt"));
+    let (good, eio) = read_all(&m.latest_in(""), &src);
+    assert!(!eio.is_empty() && good > 100, "{good} read, EIO: {eio:?}");
+    assert!(
+        eio.len() <= 5,
+        "more than one chunk's files failed: {eio:?}"
+    );
+    assert!(
+        m.log_text().contains("does not match its id"),
+        "{}",
+        m.log_text()
+    );
+    drop(m);
+    check_names(&r, &pack_of(data));
+}
+
+#[test]
+fn a_flipped_byte_in_a_pack_trailer_is_named_by_check_and_reads_go_on() {
+    let (r, src) = backed_up("enc-flip-trailer", 2);
+    let data = &packs_by_size(&r.repo)[0];
+    let len = fs::metadata(data).unwrap().len() as usize;
+    // The sealed trailer ends where the 56-byte footer starts; its last 16 bytes are the tag.
+    flip(data, len - 56 - 20);
+    let m = r.mount(&r.t.join("mnt"));
+    let (_, eio) = read_all(&m.latest_in(""), &src);
+    assert!(
+        eio.is_empty(),
+        "the index locates blobs without the trailer: {eio:?}"
+    );
+    drop(m);
+    check_names(&r, &format!("pack {}", pack_of(data)));
+}
+
+#[test]
+fn a_flipped_byte_in_a_tree_is_eio_for_that_directory_only() {
+    let (r, src) = backed_up("enc-flip-tree", 1);
+    // One backup writes two packs, and the smaller holds the metadata: trees, written children first, so its
+    // first blob is a directory's tree.
+    assert_eq!(packs_by_size(&r.repo).len(), 2);
+    let meta = packs_by_size(&r.repo).pop().unwrap();
+    flip(&meta, 16 + 40);
+    let m = r.mount(&r.t.join("mnt"));
+    let (good, eio) = read_all(&m.latest_in(""), &src);
+    assert!(!eio.is_empty() && good > 50, "{good} read, EIO: {eio:?}");
+    drop(m);
+    check_names(&r, "tree");
+}
+
+#[test]
+fn a_flipped_byte_in_a_manifest_hides_that_snapshot_only() {
+    let (mut r, src) = backed_up("enc-flip-manifest", 2);
+    let mut manifests: Vec<PathBuf> = files_under(&r.repo.join("snapshots"));
+    manifests.sort_by_key(|p| fs::metadata(p).unwrap().modified().unwrap());
+    let first = &manifests[0];
+    flip(first, 60);
+    check_names(&r, &format!("snapshot {}", pack_of(first)));
+    // A machine that has not seen it: the other snapshot is served whole, the damaged one is skipped.
+    r.fresh_state();
+    let out = r.cmd(&["snapshots", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert!(stderr(&out).contains(&pack_of(first)), "{}", stderr(&out));
+    let m = r.mount(&r.t.join("mnt"));
+    let (_, eio) = read_all(&m.latest_in(""), &src);
+    assert!(eio.is_empty(), "{eio:?}");
+}
+
+#[test]
+fn a_flipped_byte_in_the_config_is_one_line_and_repair_config_restores_it() {
+    let (r, _) = backed_up("enc-flip-config", 2);
+    let config = r.repo.join("config");
+    flip(&config, 70); // the key check value
+    let out = r.cmd(&["snapshots"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("config") && err.contains("repair config"),
+        "{err}"
+    );
+    let out = r.cmd(&["repair", "config"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("corrected bit"), "{}", stdout(&out));
+    assert!(r.cmd(&["check", "--read-data"]).status().unwrap().success());
+}
+
+#[test]
+fn a_flipped_byte_in_a_pack_index_object_makes_a_new_machine_read_the_trailers() {
+    let (mut r, src) = backed_up("enc-flip-pidx", 2);
+    for object in files_under(&r.repo.join("indexes")) {
+        flip(&object, 60);
+    }
+    r.fresh_state();
+    let m = r.mount(&r.t.join("mnt"));
+    let (good, eio) = read_all(&m.latest_in(""), &src);
+    assert!(eio.is_empty() && good > 100, "{good} read, EIO: {eio:?}");
+}
+
+/// A listing of the repository directory (names and sizes), to show that a refused command wrote nothing.
+fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut l: Vec<_> = files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let len = fs::metadata(&p).unwrap().len();
+            (p, len)
+        })
+        .collect();
+    l.sort();
+    l
+}
+
+/// Runs a command that must be refused: exit 1, one line naming `names`, and the repository unchanged.
+fn refused(repo: &Path, mut cmd: Command, names: &[&str]) {
+    let before = listing(repo);
+    let out = cmd.output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{cmd:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{cmd:?}: {err}");
+    for n in names {
+        assert!(err.contains(n), "{cmd:?} does not name {n}: {err}");
+    }
+    assert_eq!(listing(repo), before, "{cmd:?} changed the repository");
+}
+
+#[test]
+fn wrong_missing_or_exposed_keys_are_refused_with_one_line_and_nothing_written() {
+    let (r, src) = backed_up("enc-keys", 1);
+    let config = fs::read(r.repo.join("config")).unwrap();
+    let id: String = config[12..44].iter().map(|b| format!("{b:02x}")).collect();
+    let key_text = fs::read_to_string(&r.key).unwrap();
+    let backup = |key: &Path| {
+        let mut c = r.cmd(&["backup", "--account", ACCOUNT]);
+        c.env("BACKUPFS_KEY_FILE", key).arg(&src);
+        c
+    };
+
+    let missing = r.t.join("keys/missing.key");
+    refused(
+        &r.repo,
+        backup(&missing),
+        &[missing.to_str().unwrap(), &id, "does not exist"],
+    );
+
+    let exposed = r.t.join("keys/exposed.key");
+    fs::write(&exposed, &key_text).unwrap();
+    fs::set_permissions(&exposed, fs::Permissions::from_mode(0o644)).unwrap();
+    refused(
+        &r.repo,
+        backup(&exposed),
+        &[exposed.to_str().unwrap(), &id, "mode 644"],
+    );
+
+    // The right repository id with another key: told apart from damage by the check value.
+    let wrong = r.t.join("keys/wrong.key");
+    let other_key = key_text.lines().map(|l| {
+        if l.starts_with("key ") {
+            format!("key {}", "ab".repeat(32))
+        } else {
+            l.to_string()
+        }
+    });
+    fs::write(&wrong, other_key.collect::<Vec<_>>().join("\n")).unwrap();
+    fs::set_permissions(&wrong, fs::Permissions::from_mode(0o600)).unwrap();
+    refused(
+        &r.repo,
+        backup(&wrong),
+        &[wrong.to_str().unwrap(), &id, "another key"],
+    );
+
+    // Another repository's key file.
+    let other = Encrypted::new("enc-keys-other");
+    refused(
+        &r.repo,
+        backup(&other.key),
+        &[other.key.to_str().unwrap(), &id, "not of repository"],
+    );
+
+    // An unencrypted repository given a key, and an encrypted config swapped for a plaintext one of the same id.
+    let plain = r.t.join("plain");
+    init_repo(&plain);
+    let mut c = bin();
+    c.args(["snapshots", "--repo"])
+        .arg(&plain)
+        .env("BACKUPFS_KEY_FILE", &r.key);
+    refused(&plain, c, &[r.key.to_str().unwrap(), "is not encrypted"]);
+    let mut downgraded = config[..64].to_vec();
+    downgraded[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let sum = *blake3::hash(&downgraded).as_bytes();
+    downgraded.extend_from_slice(&sum);
+    fs::write(r.repo.join("config"), &downgraded).unwrap();
+    refused(
+        &r.repo,
+        backup(&r.key),
+        &[r.key.to_str().unwrap(), &id, "is not encrypted"],
+    );
+    fs::write(r.repo.join("config"), &config).unwrap();
+
+    // init --encrypt never writes over a key file, and makes no repository then.
+    let again = r.t.join("again");
+    let out = bin()
+        .args(["init", "--encrypt", "--key-file"])
+        .arg(&r.key)
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert!(!again.join("config").exists());
+    assert_eq!(fs::read_to_string(&r.key).unwrap(), key_text);
+
+    // key show prints a text that, typed back into a file, opens the repository.
+    let out = r.cmd(&["key", "show"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let typed = r.t.join("keys/typed-back.key");
+    fs::write(&typed, stdout(&out)).unwrap();
+    fs::set_permissions(&typed, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = backup(&typed).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
