@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark backupfs against restic, borg and squashfuse on one gen_tree corpus, in one run.
+"""Benchmark backupfs (and backupfs-enc: encrypted at rest) against restic, borg and squashfuse on one gen_tree
+corpus, in one run.
 
     python3 benches/bench.py --scale small|medium [--install-peers] [--out DIR]
     python3 benches/bench.py --s3 --scale small [--systems backupfs,restic]
@@ -584,6 +585,7 @@ class System:
 class Backupfs(System):
     name = "backupfs"
     s3 = True
+    init_flags = ()   # extra `backupfs init` arguments (BackupfsEnc: --encrypt)
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -606,24 +608,24 @@ class Backupfs(System):
             if self.garage:
                 others = ", ".join(f'"{self.garage.endpoint(n)}"' for n in (2, 3))
                 f.write(f'[s3]\nregion = "{S3_REGION}"\nendpoints = [{others}]\n')
-        run([self.bin, "init", *self.state_args(), self.repo], env=self.env)
+        run([self.bin, "init", *self.init_flags, *self.state_args(), self.repo], env=self.env)
 
     def backup(self, n):
         when = snapshot_time(n).strftime("%Y-%m-%dT%H:%M:%SZ")
         proc, wall, cpu = run([self.bin, "backup", "--repo", self.repo, *self.state_args(), "--account", "bench",
                                "--time", when, "--json", self.ctx.src], env=self.env, ok=(0, 3))
         summary = json.loads(proc.stdout)
-        self.ctx.extra.setdefault("backupfs_backup_json", []).append(summary)
+        self.ctx.extra.setdefault(f"{self.name}_backup_json", []).append(summary)
         if proc.returncode == 3 or summary.get("warnings"):
-            self.ctx.note(f"backupfs backup {n}: warnings: {summary.get('warning_messages')}")
+            self.ctx.note(f"{self.name} backup {n}: warnings: {summary.get('warning_messages')}")
         if self.garage:
             requests = summary.get("store_requests")
-            self.ctx.extra.setdefault("backupfs_store_requests", []).append(dict(snapshot=n, **(requests or {})))
+            self.ctx.extra.setdefault(f"{self.name}_store_requests", []).append(dict(snapshot=n, **(requests or {})))
             if requests:
-                Log.say(f"backupfs: backup {n} store requests: " +
+                Log.say(f"{self.name}: backup {n} store requests: " +
                         ", ".join(f"{k} {v}" for k, v in requests.items()))
             else:
-                self.ctx.note("backupfs backup --json printed no store_requests")
+                self.ctx.note(f"{self.name} backup --json printed no store_requests")
         return wall, cpu
 
     def mount_argv(self, mnt, state=None):
@@ -658,6 +660,35 @@ class Backupfs(System):
 
     def snapshot_dir(self, mnt):
         return os.path.realpath(os.path.join(mnt, "latest"))
+
+
+class BackupfsEnc(Backupfs):
+    """backupfs on a repository encrypted at rest (`init --encrypt`), otherwise run exactly as Backupfs.  Its
+    key file (written by init, mode 0600) and its state directory are in its own directory of the work dir, and
+    every command gets them through BACKUPFS_KEY_FILE and BACKUPFS_STATE_DIR.  An encrypted local repository
+    keeps its index apart, in that state directory (with --s3 its state directory is as Backupfs's: the
+    environment names it too, and a fresh mount's --state-dir overrides it)."""
+    name = "backupfs-enc"
+    init_flags = ("--encrypt",)
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.key = os.path.join(self.dir, "repo.key")
+        self.env.update(BACKUPFS_KEY_FILE=self.key, BACKUPFS_STATE_DIR=self.state)
+
+    def repo_bytes(self):
+        """Locally, the state directory (index, locks) is counted too: Backupfs's index is inside its repository
+        directory and counted there.  With --s3 neither counts its state."""
+        return super().repo_bytes() + (0 if self.garage else disk_usage(self.state))
+
+    def local_paths(self):
+        return [self.state]   # the index, read into the page cache with the repository for the warm mounts
+
+    def cache_note(self):
+        if self.garage:
+            return super().cache_note()
+        return (f"backupfs-enc state directory (index, locks) {disk_usage(self.state) / MIB:.1f} MiB, counted in "
+                f"its repository size (backupfs keeps its index inside the repository)")
 
 
 class Restic(System):
@@ -787,7 +818,12 @@ class Squashfuse(System):
         return mnt
 
 
-SYSTEMS = [Backupfs, Restic, Borg, Squashfuse]
+SYSTEMS = [Backupfs, BackupfsEnc, Restic, Borg, Squashfuse]
+OURS = ("backupfs", BackupfsEnc.name)   # not peers: the table's first columns
+# Figures (all in seconds) whose ratio backupfs-enc / backupfs is reported: the read and backup paths of an
+# encrypted repository may lose at most 10% against an unencrypted one.
+ENC_RATIO_KEYS = ["backup_initial_s", "backup_day1_s", "walk_s", "read_cached_s", "read_cold_s", "cp_www_s"]
+ENC_BUDGET = 1.10
 SOURCE = "source"
 
 
@@ -1223,8 +1259,14 @@ def backup_phase(ctx, systems):
 
 
 def note_store_requests(ctx):
-    """With --s3: backupfs's requests to the store for the initial, day-1 and no-change backups."""
-    per = {r["snapshot"]: r for r in ctx.extra.get("backupfs_store_requests", []) if "requests" in r}
+    """With --s3: backupfs's (and backupfs-enc's) requests to the store for the initial, day-1 and no-change
+    backups."""
+    for name in OURS:
+        note_store_requests_of(ctx, name)
+
+
+def note_store_requests_of(ctx, name):
+    per = {r["snapshot"]: r for r in ctx.extra.get(f"{name}_store_requests", []) if "requests" in r}
     if not per:
         return
     def one(n):
@@ -1234,8 +1276,8 @@ def note_store_requests(ctx):
     parts = [f"{label} {one(n)}" for label, n in (("initial", 0), ("day 1", 1), ("no-change", DAYS + 1))
              if n in per]
     retries = sum(r.get("retries", 0) for r in per.values())
-    ctx.note(f"backupfs store requests per backup: {'; '.join(parts)}; retries over all {len(per)} backups: "
-             f"{retries} (all in results.json extra.backupfs_store_requests)")
+    ctx.note(f"{name} store requests per backup: {'; '.join(parts)}; retries over all {len(per)} backups: "
+             f"{retries} (all in results.json extra.{name}_store_requests)")
 
 
 def mount_phase(ctx, systems):
@@ -1283,8 +1325,8 @@ def ratio_to_best_peer(ctx, peers, key):
 
 
 def table_rows(ctx):
-    names = [s for s in ctx.wanted if s != "backupfs"] + [SOURCE]
-    peers = names[:-1]
+    peers = [s for s in ctx.wanted if s not in OURS]
+    names = [s for s in OURS[1:] if s in ctx.wanted] + peers + [SOURCE]
     rows = [["metric", "unit", "backupfs", "vs best peer"] + names]
     for key, label, unit in METRICS:
         if key in S3_ONLY_METRICS and not ctx.args.s3:
@@ -1295,14 +1337,50 @@ def table_rows(ctx):
     return rows
 
 
-def report(ctx):
-    rows = table_rows(ctx)
+def enc_ratios(ctx):
+    """{key: backupfs-enc / backupfs, or None} for ENC_RATIO_KEYS (medians; a WRONG figure of backupfs gives
+    None, as for 'vs best peer'); {} unless both systems were asked for."""
+    if not all(s in ctx.wanted for s in OURS):
+        return {}
+    out = {}
+    for key in ENC_RATIO_KEYS:
+        enc, plain = figure(ctx, OURS[1], key), figure(ctx, "backupfs", key)
+        out[key] = enc[0] / plain[0] if enc and plain and not plain[1] and plain[0] > 0 else None
+    return out
+
+
+def metric_label(ctx, key):
+    label = next(label for k, label, _ in METRICS if k == key)
+    return S3_LABELS.get(key, label) if ctx.args.s3 else label
+
+
+def enc_ratio_rows(ctx, ratios):
+    rows = [["metric", "unit", "backupfs", OURS[1], "enc / plain"]]
+    for key, ratio in ratios.items():
+        rows.append([metric_label(ctx, key), "s", fmt(ctx, "backupfs", key), fmt(ctx, OURS[1], key),
+                     "-" if ratio is None else f"{ratio:.3g}x"])
+    return rows
+
+
+def aligned(rows):
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    print("\n" + "\n".join(lines))
+    return "\n".join(lines)
+
+
+def report(ctx):
+    rows = table_rows(ctx)
+    print("\n" + aligned(rows))
     print("\n'vs best peer' = backupfs / the lowest peer figure that is not WRONG (lower is better, <1 wins).")
+    ratios = enc_ratios(ctx)
+    if ratios:
+        over = [metric_label(ctx, key) for key, v in ratios.items() if v and v > ENC_BUDGET]
+        print(f"\nEncrypted against unencrypted backupfs ('enc / plain' = {OURS[1]} / backupfs, lower is "
+              f"better; the budget is {ENC_BUDGET:.2f}x):\n" + aligned(enc_ratio_rows(ctx, ratios)))
+        print(f"over {ENC_BUDGET:.2f}x: {'; '.join(over)}" if over else
+              f"no ratio above {ENC_BUDGET:.2f}x" + (" (some missing)" if None in ratios.values() else ""))
     if ctx.notes:
         print("\nNotes:\n" + "\n".join(f"- {n}" for n in ctx.notes))
     with open(os.path.join(ctx.args.out, "results.tsv"), "w") as f:
@@ -1310,7 +1388,7 @@ def report(ctx):
     with open(os.path.join(ctx.args.out, "results.json"), "w") as f:
         json.dump(dict(scale=ctx.args.scale, rounds=ctx.args.rounds, s3=ctx.args.s3,
                        backupfs_bin=ctx.args.backupfs_bin, notes=ctx.notes, results=ctx.results,
-                       extra=ctx.extra), f, indent=1)
+                       enc_ratios=ratios, extra=ctx.extra), f, indent=1)
     print(f"\nwritten: {ctx.args.out}/results.tsv, results.json, bench.log")
 
 
@@ -1322,7 +1400,7 @@ def parse_args(argv):
     p.add_argument("--install-peers", action="store_true", help="apt-get install restic, borg, squashfuse")
     p.add_argument("--out", help="results directory (default /tmp/backupfs-bench/SCALE-TIME)")
     p.add_argument("--workdir", default="/var/tmp", help="where the corpus and repositories go (ext4)")
-    p.add_argument("--systems", help="comma-separated subset of backupfs,restic,borg,squashfuse")
+    p.add_argument("--systems", help="comma-separated subset of backupfs,backupfs-enc,restic,borg,squashfuse")
     p.add_argument("--rounds", type=int, default=1, help="repeat the mount measurements, report medians")
     p.add_argument("--timeout", type=float, default=900,
                    help="seconds one mount may take for a measurement before its daemon is killed")

@@ -251,6 +251,95 @@ fn round_trip_through_the_mount_with_nothing_of_the_source_in_the_repository() {
     );
 }
 
+#[test]
+fn round_trip_in_a_bucket_with_nothing_of_the_source_in_any_object() {
+    use common::garage::Garage;
+    use common::s3repo::{get_object, list_keys, S3Repo};
+    let g = Garage::start();
+    g.wait_ready();
+    let t = TempDir::new("enc-s3");
+    let repo = S3Repo::new(&g, &t, "sealed");
+    let (src, state, key) = (t.join("src"), t.join("state"), t.join("keys/s3.key"));
+    let key_arg = key.to_str().unwrap();
+    repo.ok(
+        &state,
+        &["init", "--encrypt", "--key-file", key_arg, &repo.url],
+    );
+    gen_tree(&src, "enc-s3");
+    let mut env: Vec<(&str, &Path)> = repo
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), Path::new(v)))
+        .collect();
+    env.extend([
+        ("BACKUPFS_CONFIG", repo.config.as_path()),
+        ("BACKUPFS_KEY_FILE", key.as_path()),
+    ]);
+    env.push(("BACKUPFS_STATE_DIR", state.as_path()));
+    backup_as_host(Path::new(&repo.url), &env, &src, "2026-11-01T02:00:00Z");
+    mutate(&src, "enc-s3", 1);
+    backup_as_host(Path::new(&repo.url), &env, &src, "2026-11-02T02:00:00Z");
+
+    // A second machine with the key: its own state directory, the mount through the kernel, cp -a.
+    let (state2, state2_arg) = (
+        t.join("state2"),
+        t.join("state2").to_str().unwrap().to_string(),
+    );
+    let mut mount_env: Vec<(&str, &str)> = (repo.env.iter())
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    mount_env.extend([
+        ("BACKUPFS_CONFIG", repo.config.to_str().unwrap()),
+        ("BACKUPFS_KEY_FILE", key_arg),
+    ]);
+    let m = Mount::with(
+        Path::new(&repo.url),
+        ACCOUNT,
+        &t.join("mnt"),
+        &["--state-dir", &state2_arg],
+        &mount_env,
+    );
+    assert_same_tree(&describe(&src), &describe(&m.latest_in("")));
+    let restored = t.join("restored");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(m.latest_in(""))
+        .arg(&restored)
+        .status()
+        .unwrap()
+        .success());
+    assert_same_tree(&describe(&src), &describe(&restored));
+    drop(m);
+    let mut check = repo.cmd(&state2, &["check", "--read-data"]);
+    assert!(check
+        .env("BACKUPFS_KEY_FILE", &key)
+        .status()
+        .unwrap()
+        .success());
+
+    // What the provider holds: every object of the prefix, fetched over S3.
+    let keys = list_keys(&g, "sealed/");
+    assert!(keys.len() >= 7, "{keys:?}");
+    let objects: Vec<Vec<u8>> = keys.iter().map(|k| get_object(&g, k)).collect();
+    let needles = needles(&src);
+    let found: Vec<&String> = (needles.iter())
+        .filter(|(_, n)| objects.iter().any(|o| o.windows(n.len()).any(|w| w == n)))
+        .map(|(what, _)| what)
+        .collect();
+    assert!(found.is_empty(), "readable in the bucket: {found:?}");
+    // Without the key, a machine is refused with one line.
+    let out = repo
+        .cmd(&t.join("state3"), &["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is encrypted at rest and its key file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// Reads every regular file under the mount's latest snapshot; returns (paths read whole and right, paths
 /// that gave EIO). Wrong bytes fail the test.
 fn read_all(root: &Path, src: &Path) -> (usize, Vec<PathBuf>) {

@@ -117,7 +117,7 @@ fn curl_signed() -> Command {
 }
 
 /// Keys under `prefix` of the bucket, listed with curl's SigV4 signing (one page: the tests stay far below 1,000).
-pub fn count_keys(g: &Garage, prefix: &str) -> usize {
+pub fn list_keys(g: &Garage, prefix: &str) -> Vec<String> {
     // curl signs the query as written: the prefix's slashes must be encoded already.
     let prefix = prefix.replace('/', "%2F");
     let url = format!("{}/{}?list-type=2&prefix={prefix}", g.endpoint(1), BUCKET);
@@ -127,9 +127,26 @@ pub fn count_keys(g: &Garage, prefix: &str) -> usize {
         "curl: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .matches("<Key>")
-        .count()
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let keys = listing.split("<Key>").skip(1);
+    keys.filter_map(|k| k.split_once("</Key>").map(|(key, _)| key.to_string()))
+        .collect()
+}
+
+pub fn count_keys(g: &Garage, prefix: &str) -> usize {
+    list_keys(g, prefix).len()
+}
+
+/// The bytes of the object `key` of the bucket, as a provider sees them.
+pub fn get_object(g: &Garage, key: &str) -> Vec<u8> {
+    let url = format!("{}/{}/{key}", g.endpoint(1), BUCKET);
+    let out = curl_signed().arg(&url).output().expect("curl");
+    assert!(
+        out.status.success(),
+        "curl GET {key}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// Uploads an object to each URL with curl's SigV4 signing (Garage, region "garage"), in batches.
