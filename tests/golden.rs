@@ -32,13 +32,18 @@ fn assert_mounts_with(
         .success());
     prepare(&repo);
     let state = t.join("state");
+    // A key file as its owner keeps it: git records no mode, and a key others may read is refused.
+    let key = t.join("key");
+    if golden.join("key").exists() {
+        std::fs::copy(golden.join("key"), &key).unwrap();
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&key, private).unwrap();
+    }
     let extra: Vec<&str> = (extra.iter().copied())
-        .map(|a| {
-            if a == "STATE" {
-                state.to_str().unwrap()
-            } else {
-                a
-            }
+        .map(|a| match a {
+            "STATE" => state.to_str().unwrap(),
+            "KEY" => key.to_str().unwrap(),
+            _ => a,
         })
         .collect();
     let m = Mount::with(&repo, "golden", &t.join("mnt"), &extra, &[]);
@@ -88,6 +93,19 @@ fn the_golden_pack_indexes_attach_a_new_machine_identically() {
                 std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 56], len - 56).unwrap();
             }
         },
+    );
+}
+
+/// fixtures/golden-encrypted/ (fixtures/make_golden_encrypted.sh, run once): a repository encrypted at rest, a flat
+/// snapshot and one with parts (mail), opened with the key file committed beside it, by a new machine.
+#[test]
+fn the_golden_encrypted_repository_still_mounts_identically() {
+    let args = ["--key-file", "KEY", "--state-dir", "STATE"];
+    assert_mounts_with(
+        "golden-encrypted",
+        &["2026-11-30", "2026-12-01"],
+        &args,
+        |_| {},
     );
 }
 
