@@ -1,15 +1,16 @@
-//! Keys and authenticated encryption for repositories encrypted at rest (issue 15; not yet used by any object:
-//! the formats that will carry it are to be added to SPEC.md, which is then authoritative).
+//! Keys and authenticated encryption for repositories encrypted at rest. SPEC.md ("Encryption at rest") is
+//! authoritative for what is derived and sealed, and how.
 //!
 //! - **Master key**: 32 random bytes, kept in a root-only key file (`KeyFile`), never in the repository.
 //! - **Derived keys** (BLAKE3 `derive_key`, one context string each): the *id key* makes blob ids keyed BLAKE3
 //!   hashes, so that knowing a file does not let anyone confirm it is stored; the *data key* is the root of every
 //!   encryption key; the *chunker seed* makes chunk boundaries depend on the key; the *check value* lets a reader
 //!   tell a wrong key from damage before decrypting anything.
-//! - **Objects**: each object (a pack, a manifest) has a random 32-byte salt; its own ChaCha20-Poly1305 key is
-//!   the data key's keyed BLAKE3 of that salt, and the parts sealed in it are numbered, the number being the
-//!   96-bit nonce. A nonce is thus never reused under one key without keeping a counter across machines, and a
-//!   random 96-bit nonce's birthday bound (2^32 messages per key) does not apply: each key seals one object.
+//! - **Sealed units**: each (a blob, a pack trailer, a manifest's or pack index object's envelope) has a random
+//!   32-byte salt; its own ChaCha20-Poly1305 key is the data key's keyed BLAKE3 of that salt, and the parts
+//!   sealed under it are numbered, the number being the 96-bit nonce (one part, 0, so far). A nonce is thus never
+//!   reused under one key without keeping a counter across machines, and a random 96-bit nonce's birthday bound
+//!   (2^32 messages per key) does not apply: each key seals one unit.
 //! - The associated data binds each sealed part to what it claims to be (its kind and blob id), so a part moved
 //!   to another place in the same object, or into another object, fails to open.
 //!

@@ -2,9 +2,10 @@
 //!
 //! Layers, bottom up; each depends only on the ones above it in this list:
 //! - `format`: the bytes of every on-disk object (spec in `format/SPEC.md`). Pure functions, no I/O.
-//! - `crypto`: keys, key files and per-object authenticated encryption for repositories encrypted at rest
-//!   (issue 15, in progress: `repo::BlobCodec` can seal blobs; manifests and trailers are next, and until then a
-//!   build refuses an encrypted repository whole).
+//! - `crypto`: keys, key files and per-unit authenticated encryption for repositories encrypted at rest. Which
+//!   bytes are sealed is `repo::BlobCodec`'s business alone (blobs, pack trailers, manifest and pack index
+//!   envelopes); `repo::key` finds and checks the key when a repository is opened. Nothing below `repo` knows
+//!   whether a repository is encrypted, except the byte layouts of `format`.
 //! - `backend`: where immutable objects (packs, manifests, pack indexes, config) are stored: a local directory or
 //!   an S3 bucket, chosen from the repository's `Location` and injected into `Repository`. Objects are written
 //!   once, whole, under a new name; nothing above this layer knows which store it talks to.

@@ -13,7 +13,7 @@
 //!     64   32 BLAKE3 of bytes 0..64
 //!     96      end
 //! ```
-//! Version 2, a repository encrypted at rest (issue 15; no writer makes one yet), keeps bytes 0..64 and adds:
+//! Version 2, a repository encrypted at rest (`init --encrypt`), keeps bytes 0..64 and adds:
 //! ```text
 //!     64    4 scheme u32      1: keyed BLAKE3 ids, ChaCha20-Poly1305 (`crate::crypto`)
 //!     68   16 key check value what the right key derives (a wrong key is named as such, not as damage)

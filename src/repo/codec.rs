@@ -3,7 +3,7 @@
 //! changes this module and not the dozen places that name, store or verify a blob. SPEC.md is authoritative for
 //! the bytes ("Blobs").
 //!
-//! With keys (issue 15, not yet reachable: no config asks for it), a blob's id is the keyed BLAKE3 of its
+//! With keys (a repository encrypted at rest), a blob's id is the keyed BLAKE3 of its
 //! plaintext and its stored form is `salt (32) || ChaCha20-Poly1305(key of the salt, part 0, aad = kind || id,
 //! compressed or raw bytes)`: self-contained, so that prune, salvage and replication copy it verbatim, and bound
 //! to its id, so that a blob moved under another id fails to open.
