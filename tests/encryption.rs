@@ -627,3 +627,45 @@ fn wrong_missing_or_exposed_keys_are_refused_with_one_line_and_nothing_written()
     let out = backup(&typed).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn prune_and_an_index_rebuild_keep_an_encrypted_repository_whole() {
+    let (r, src) = backed_up("enc-prune", 3);
+    let bytes = |repo: &Path| -> u64 {
+        (packs_by_size(repo).iter())
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum()
+    };
+    let before = bytes(&r.repo);
+    // Its index lives apart, as a bucket's: the first prune condemns unreferenced packs, the next deletes them.
+    for _ in 0..2 {
+        let out = (r.cmd(&[
+            "prune",
+            "--keep-last",
+            "1",
+            "--grace",
+            "0",
+            "--repack-threshold",
+            "1",
+        ]))
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let after = bytes(&r.repo);
+    assert!(
+        after < before,
+        "{before} bytes of packs before, {after} after"
+    );
+    let out = r.cmd(&["repair", "index"]).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(r.cmd(&["check", "--read-data"]).status().unwrap().success());
+    let m = r.mount(&r.t.join("mnt"));
+    assert_eq!(
+        fs::read_dir(&m.path).unwrap().count(),
+        2,
+        "one day and latest"
+    );
+    assert_same_tree(&describe(&src), &describe(&m.latest_in("")));
+    assert!(found_in(&r.repo, &needles(&src)).is_empty());
+}
