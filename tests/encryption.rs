@@ -669,3 +669,54 @@ fn prune_and_an_index_rebuild_keep_an_encrypted_repository_whole() {
     assert_same_tree(&describe(&src), &describe(&m.latest_in("")));
     assert!(found_in(&r.repo, &needles(&src)).is_empty());
 }
+
+#[test]
+fn repair_index_salvages_sealed_packs_with_a_damaged_header_or_trailer() {
+    let (r, src) = backed_up("enc-salvage", 1);
+    let packs = packs_by_size(&r.repo);
+    // The data pack's header (its trailer still opens behind its footer), the metadata pack's sealed trailer
+    // (the old index still knows where its blobs are).
+    flip(&packs[0], 3);
+    let len = fs::metadata(&packs[1]).unwrap().len() as usize;
+    flip(&packs[1], len - 56 - 20);
+    let out = r.cmd(&["repair", "index"]).output().unwrap();
+    let text = stdout(&out) + &stderr(&out);
+    assert!(out.status.success(), "{text}");
+    for p in &packs {
+        let salvaged = format!("pack {}", pack_of(p));
+        let line = text.lines().find(|l| l.contains(&salvaged)).unwrap_or("");
+        assert!(
+            line.contains("salvaged") && line.contains("0 candidates did not"),
+            "{salvaged}: {text}"
+        );
+    }
+    // The damaged files stay (unindexed) until a prune; everything reads from the salvaged copies.
+    assert!(r.cmd(&["check", "--read-data"]).status().unwrap().success());
+    let m = r.mount(&r.t.join("mnt"));
+    let (good, eio) = read_all(&m.latest_in(""), &src);
+    assert!(eio.is_empty() && good > 100, "{good} read, EIO: {eio:?}");
+}
+
+#[test]
+fn a_new_machine_salvages_a_sealed_pack_with_a_damaged_header_from_its_own_trailer() {
+    let (mut r, src) = backed_up("enc-salvage-new", 1);
+    let data = &packs_by_size(&r.repo)[0];
+    flip(data, 3);
+    // No pack index object and no old index: the sealed trailer behind the footer is all that says where the
+    // blobs are.
+    fs::remove_dir_all(r.repo.join("indexes")).unwrap();
+    r.fresh_state();
+    let out = r.cmd(&["repair", "index"]).output().unwrap();
+    let text = stdout(&out) + &stderr(&out);
+    assert!(out.status.success(), "{text}");
+    let line = (text.lines())
+        .find(|l| l.contains(&format!("pack {}", pack_of(data))) && l.contains("salvaged"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("0 candidates did not") && !line.contains("salvaged 0 "),
+        "{line}"
+    );
+    let m = r.mount(&r.t.join("mnt"));
+    let (good, eio) = read_all(&m.latest_in(""), &src);
+    assert!(eio.is_empty() && good > 100, "{good} read, EIO: {eio:?}");
+}
