@@ -402,7 +402,7 @@ fn an_encrypted_config_is_never_rebuilt_from_unencrypted_defaults() {
         ..Config::new(id)
     }
     .encode();
-    // Until this build reads and writes encrypted repositories (issue 15), it refuses them whole.
+    // Without its key file an encrypted repository is refused whole, naming the default key file.
     std::fs::write(&path, &encrypted).unwrap();
     let before = repo_files(&repo);
     for args in [
@@ -418,10 +418,21 @@ fn an_encrypted_config_is_never_rebuilt_from_unencrypted_defaults() {
         fails(
             &mut cmd,
             1,
-            "the repository is encrypted at rest, which this build cannot read or write yet",
+            "is encrypted at rest and its key file /etc/backupfs/keys/",
         );
     }
     assert_eq!(repo_files(&repo), before);
+    let cfg = t.join("config.toml");
+    std::fs::write(&cfg, "key_file = \"keys/repo.key\"\n").unwrap();
+    fails(
+        bin()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["snapshots", "--repo"])
+            .arg(&repo),
+        1,
+        "key_file must be an absolute path",
+    );
     let repair = || {
         bin()
             .args(["repair", "config", "--repo"])
