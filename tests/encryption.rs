@@ -720,3 +720,74 @@ fn a_new_machine_salvages_a_sealed_pack_with_a_damaged_header_from_its_own_trail
     let (good, eio) = read_all(&m.latest_in(""), &src);
     assert!(eio.is_empty() && good > 100, "{good} read, EIO: {eio:?}");
 }
+
+/// A copy of the repository and its state directory (the index of an encrypted repository lives apart).
+fn copy_of(r: &Encrypted, label: &str) -> Encrypted {
+    let t = TempDir::new(label);
+    for (from, to) in [
+        (&r.repo, t.join("repo")),
+        (&r.state, t.join("state")),
+        (&r.key, t.join("key")),
+    ] {
+        assert!(Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(&to)
+            .status()
+            .unwrap()
+            .success());
+    }
+    let (repo, state, key) = (t.join("repo"), t.join("state"), t.join("key"));
+    Encrypted {
+        t,
+        repo,
+        key,
+        state,
+    }
+}
+
+#[test]
+fn a_backup_killed_before_each_durable_change_leaves_the_encrypted_repository_whole() {
+    use std::os::unix::process::ExitStatusExt;
+    let (r, src) = backed_up("enc-crash", 1);
+    mutate(&src, "enc", 1);
+    let want = describe(&src);
+    let mut n = 1;
+    loop {
+        let c = copy_of(&r, "enc-crash-copy");
+        let backup = || {
+            let mut cmd = c.cmd(&["backup", "--account", ACCOUNT]);
+            cmd.arg(&src);
+            cmd
+        };
+        let out = backup()
+            .env("BACKUPFS_TEST_CRASH_AT", n.to_string())
+            .output()
+            .unwrap();
+        let killed = out.status.signal() == Some(libc::SIGKILL);
+        assert!(killed || out.status.success(), "at {n}: {}", stderr(&out));
+        let check = c.cmd(&["check", "--read-data"]).output().unwrap();
+        assert!(
+            check.status.success(),
+            "killed at {n}: {}{}",
+            stdout(&check),
+            stderr(&check)
+        );
+        if killed {
+            let again = backup().output().unwrap();
+            assert!(
+                again.status.success(),
+                "after a kill at {n}: {}",
+                stderr(&again)
+            );
+        }
+        let m = c.mount(&c.t.join("mnt"));
+        assert_same_tree(&want, &describe(&m.latest_in("")));
+        drop(m);
+        if !killed {
+            break;
+        }
+        n += 1;
+    }
+    assert!(n >= 4, "only {n} crash points");
+}

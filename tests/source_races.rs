@@ -4,7 +4,7 @@
 mod common;
 
 use backupfs::backend::Object;
-use backupfs::format::pack::{compress, PackBuilder};
+use backupfs::format::pack::compress;
 use backupfs::format::tree::{Payload, Tree};
 use backupfs::format::{BlobId, TreeId};
 use backupfs::repo::{commit_snapshot, CacheSizes, Directory, NewPack, Repository};
@@ -99,7 +99,7 @@ fn commit_lying_snapshot(repo_path: &std::path::Path) {
     *dir += 1;
     let bytes = Tree::encode(&entries);
     let lying = TreeId::of(&bytes);
-    let mut pack = PackBuilder::default();
+    let mut pack = repo.codec().new_pack();
     let (stored, compression) = compress(&bytes, 3);
     pack.add(
         BlobId::tree(lying),
@@ -107,7 +107,7 @@ fn commit_lying_snapshot(repo_path: &std::path::Path) {
         compression,
         bytes.len() as u32,
     );
-    let (id, pack_bytes, pack_entries) = pack.finish();
+    let (id, pack_bytes, pack_entries) = repo.codec().finish_pack(pack).unwrap();
     repo.backend()
         .write_new(Object::Pack(id), &pack_bytes)
         .unwrap();

@@ -940,3 +940,29 @@ fn the_harness_finds_a_planted_panic() {
     let msg = msg.downcast_ref::<String>().unwrap();
     assert!(msg.contains("planted, ") && msg.contains("PANIC"), "{msg}");
 }
+
+/// An envelope is accepted only as the writer lays it out: what decodes re-encodes to the same bytes, and the
+/// kind asked for is the kind found. (Whether the seal opens is the AEAD's business, tested in `repo::codec`.)
+fn check_envelope(b: &[u8]) -> Outcome {
+    use super::sealed::{self, SealedKind};
+    let mut accepted = Accepted::No;
+    for kind in [SealedKind::Manifest, SealedKind::PackIndex] {
+        if let Ok(e) = sealed::decode(b, kind) {
+            if e.header != &sealed::header(kind) {
+                return Err(format!("accepted the header of another kind as {kind:?}"));
+            }
+            accepted = same(b, &sealed::encode(kind, &e.salt, e.sealed))?;
+        }
+    }
+    Ok(accepted)
+}
+
+#[test]
+fn sealed_envelope() {
+    use super::sealed::{encode, SealedKind};
+    let valid = vec![
+        encode(SealedKind::Manifest, &[7; 32], &[0xa5; 80]),
+        encode(SealedKind::PackIndex, &[1; 32], &[]),
+    ];
+    run_all("sealed envelope", &valid, &check_envelope);
+}
