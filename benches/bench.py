@@ -645,7 +645,7 @@ class Backupfs(System):
         if not self.garage:
             return None
         cache = os.path.join(self.state, "cache")
-        return (f"backupfs state directory {disk_usage(self.state) / MIB:.1f} MiB, of which blob cache "
+        return (f"{self.name} state directory {disk_usage(self.state) / MIB:.1f} MiB, of which blob cache "
                 f"{disk_usage(cache) / MIB:.1f} MiB (not counted in the repository)")
 
     def remove_leftovers(self, pid):

@@ -196,14 +196,7 @@ fn round_trip_through_the_mount_with_nothing_of_the_source_in_the_repository() {
     let m = r.mount(&r.t.join("mnt"));
     let latest = m.latest_in("");
     assert_same_tree(&describe(&src), &describe(&latest));
-    let restored = r.t.join("restored");
-    let cp = Command::new("cp")
-        .arg("-a")
-        .arg(&latest)
-        .arg(&restored)
-        .status()
-        .unwrap();
-    assert!(cp.success());
+    let restored = cp_a(&latest, &r.t.join("restored"));
     assert_same_tree(&describe(&src), &describe(&restored));
     drop(m);
     assert!(r.cmd(&["check", "--read-data"]).status().unwrap().success());
@@ -300,14 +293,7 @@ fn round_trip_in_a_bucket_with_nothing_of_the_source_in_any_object() {
         &mount_env,
     );
     assert_same_tree(&describe(&src), &describe(&m.latest_in("")));
-    let restored = t.join("restored");
-    assert!(Command::new("cp")
-        .arg("-a")
-        .arg(m.latest_in(""))
-        .arg(&restored)
-        .status()
-        .unwrap()
-        .success());
+    let restored = cp_a(&m.latest_in(""), &t.join("restored"));
     assert_same_tree(&describe(&src), &describe(&restored));
     drop(m);
     let mut check = repo.cmd(&state2, &["check", "--read-data"]);
@@ -729,13 +715,7 @@ fn copy_of(r: &Encrypted, label: &str) -> Encrypted {
         (&r.state, t.join("state")),
         (&r.key, t.join("key")),
     ] {
-        assert!(Command::new("cp")
-            .arg("-a")
-            .arg(from)
-            .arg(&to)
-            .status()
-            .unwrap()
-            .success());
+        cp_a(from, &to);
     }
     let (repo, state, key) = (t.join("repo"), t.join("state"), t.join("key"));
     Encrypted {

@@ -22,14 +22,7 @@ fn assert_mounts_with(
     let golden = fixtures().join(name);
     let t = TempDir::new(name);
     // A copy, so that nothing a test run does can touch the fixture.
-    let repo = t.join("repo");
-    assert!(Command::new("cp")
-        .arg("-a")
-        .arg(golden.join("repo"))
-        .arg(&repo)
-        .status()
-        .unwrap()
-        .success());
+    let repo = cp_a(&golden.join("repo"), &t.join("repo"));
     prepare(&repo);
     let state = t.join("state");
     // A key file as its owner keeps it: git records no mode, and a key others may read is refused.

@@ -9,8 +9,8 @@ use common::garage::Garage;
 use common::s3repo::{count_keys, put_objects, S3Repo};
 use common::*;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 fn day(n: u32) -> String {
@@ -69,20 +69,6 @@ fn nightly_backups_over_s3_mount_prune_and_a_second_machine() {
     assert_eq!(repo.snapshots(&st2).len(), 2);
     repo.check_clean(&st2);
     assert_same_tree(&expected[2], &describe(&m.latest_in("")));
-}
-
-/// `cp -a` of a directory through the mount, as a user restores.
-fn cp_a(from: &Path, to: &Path) -> PathBuf {
-    let out = output_within(
-        Command::new("cp").arg("-a").arg(from).arg(to),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "cp -a: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    to.to_path_buf()
 }
 
 #[test]

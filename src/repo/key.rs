@@ -68,17 +68,8 @@ pub enum KeyError {
 
 /// The default key file of a repository, from its id.
 pub fn default_key_file(repo_id: &[u8; 32]) -> PathBuf {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    let dir = if root {
-        PathBuf::from("/etc/backupfs/keys")
-    } else if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        PathBuf::from(x).join("backupfs/keys")
-    } else {
-        let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-        PathBuf::from(home).join(".config/backupfs/keys")
-    };
-    dir.join(format!("{}.key", hex(repo_id)))
+    let dir = super::state::per_user_dir("/etc/backupfs", "XDG_CONFIG_HOME", ".config");
+    dir.join("keys").join(format!("{}.key", hex(repo_id)))
 }
 
 /// The key file of a repository with this config: the one given, else the default.

@@ -9,6 +9,20 @@
 use crate::backend::BackendError;
 use std::path::{Path, PathBuf};
 
+/// backupfs's directory of a kind: `system` for root; for other users `$XDG_VAR/backupfs`, else
+/// `~/HOME_DEFAULT/backupfs` (the XDG base directory specification's default).
+pub(crate) fn per_user_dir(system: &str, xdg_var: &str, home_default: &str) -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from(system);
+    }
+    if let Some(x) = std::env::var_os(xdg_var).filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("backupfs");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(home_default).join("backupfs")
+}
+
 #[derive(Clone, Debug)]
 pub struct StateDir {
     root: PathBuf,
@@ -39,17 +53,7 @@ impl StateDir {
     /// The default state directory of a repository, from its id.
     pub fn default_for(repo_id: &[u8; 32]) -> PathBuf {
         let id: String = repo_id[..8].iter().map(|b| format!("{b:02x}")).collect();
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
-        let base = if root {
-            PathBuf::from("/var/lib/backupfs")
-        } else if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-            PathBuf::from(x).join("backupfs")
-        } else {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-            PathBuf::from(home).join(".local/state/backupfs")
-        };
-        base.join(id)
+        per_user_dir("/var/lib/backupfs", "XDG_STATE_HOME", ".local/state").join(id)
     }
 
     pub fn root(&self) -> &Path {

@@ -533,6 +533,20 @@ pub fn run_and_kill(cmd: &mut Command, delay: Duration) {
     let _ = child.wait();
 }
 
+/// `cp -a FROM TO`, as a user restores (or a test copies a repository); fails the test on any error.
+pub fn cp_a(from: &Path, to: &Path) -> PathBuf {
+    let out = output_within(
+        Command::new("cp").arg("-a").arg(from).arg(to),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "cp -a: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    to.to_path_buf()
+}
+
 /// Every pack file of a repository, largest first (a small tree's data pack comes first, its metadata pack
 /// last).
 pub fn packs_by_size(repo: &Path) -> Vec<PathBuf> {

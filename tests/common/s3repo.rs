@@ -116,18 +116,25 @@ fn curl_signed() -> Command {
     c
 }
 
+/// Runs a signed curl and returns what it printed; any failure fails the test with curl's stderr.
+fn curl_ok(mut c: Command) -> Vec<u8> {
+    let out = c.output().expect("curl");
+    assert!(
+        out.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Keys under `prefix` of the bucket, listed with curl's SigV4 signing (one page: the tests stay far below 1,000).
 pub fn list_keys(g: &Garage, prefix: &str) -> Vec<String> {
     // curl signs the query as written: the prefix's slashes must be encoded already.
     let prefix = prefix.replace('/', "%2F");
     let url = format!("{}/{}?list-type=2&prefix={prefix}", g.endpoint(1), BUCKET);
-    let out = curl_signed().arg(&url).output().expect("curl");
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut c = curl_signed();
+    c.arg(&url);
+    let listing = String::from_utf8_lossy(&curl_ok(c)).into_owned();
     let keys = listing.split("<Key>").skip(1);
     keys.filter_map(|k| k.split_once("</Key>").map(|(key, _)| key.to_string()))
         .collect()
@@ -139,14 +146,9 @@ pub fn count_keys(g: &Garage, prefix: &str) -> usize {
 
 /// The bytes of the object `key` of the bucket, as a provider sees them.
 pub fn get_object(g: &Garage, key: &str) -> Vec<u8> {
-    let url = format!("{}/{}/{key}", g.endpoint(1), BUCKET);
-    let out = curl_signed().arg(&url).output().expect("curl");
-    assert!(
-        out.status.success(),
-        "curl GET {key}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    let mut c = curl_signed();
+    c.arg(format!("{}/{}/{key}", g.endpoint(1), BUCKET));
+    curl_ok(c)
 }
 
 /// Uploads an object to each URL with curl's SigV4 signing (Garage, region "garage"), in batches.
@@ -156,11 +158,6 @@ pub fn put_objects(urls: &[String], body: &Path) {
         for url in batch {
             c.arg("-T").arg(body).arg(url);
         }
-        let out = c.output().expect("curl");
-        assert!(
-            out.status.success(),
-            "curl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        curl_ok(c);
     }
 }
