@@ -157,6 +157,22 @@ impl ObjectKey {
             .ok()
     }
 
+    /// Decrypts part number `part`, sealed in `in_out[from..]`, into `in_out[..plaintext length]` in one pass
+    /// (a raw blob read straight into the buffer that is returned); returns the plaintext's length, None if it
+    /// does not open.
+    pub fn open_to_front(
+        &self,
+        part: u64,
+        aad: &[u8],
+        in_out: &mut [u8],
+        from: usize,
+    ) -> Option<usize> {
+        self.0
+            .open_within(nonce(part), Aad::from(aad), in_out, from..)
+            .ok()
+            .map(|plain| plain.len())
+    }
+
     /// Decrypts part number `part`; any change to the bytes, the part number or `aad` is an error naming `what`.
     pub fn open(
         &self,

@@ -43,6 +43,15 @@ impl BlobCodec {
         self.keys.is_some()
     }
 
+    /// What sealing adds to a blob's stored bytes: 0, or its salt and tag.
+    pub fn seal_overhead(&self) -> usize {
+        if self.keys.is_some() {
+            crate::format::pack::SEALED_BLOB_OVERHEAD as usize
+        } else {
+            0
+        }
+    }
+
     /// FastCDC's gear seed: 0 (the crate's own table) unless encrypted.
     pub fn chunker_seed(&self) -> u64 {
         self.keys.as_ref().map_or(0, |k| k.chunker_seed)
@@ -97,6 +106,17 @@ impl BlobCodec {
         let (salt, sealed) = stored.split_first_chunk_mut::<KEY_LEN>()?;
         let packed = keys.object(salt).open_in_place(0, &aad(id), sealed)?;
         Some(packed)
+    }
+
+    /// Opens a sealed blob's stored form in place, leaving its compressed or raw bytes at the front of `stored`;
+    /// returns their length (None if it does not open). Without keys, the bytes are already there.
+    pub fn unseal_to_front(&self, id: BlobId, stored: &mut [u8]) -> Option<usize> {
+        let Some(keys) = &self.keys else {
+            return Some(stored.len());
+        };
+        let salt: [u8; KEY_LEN] = *stored.first_chunk::<KEY_LEN>()?;
+        keys.object(&salt)
+            .open_to_front(0, &aad(id), stored, KEY_LEN)
     }
 
     /// The plaintext of blob `id` from its stored form, only if it verifies.

@@ -522,19 +522,28 @@ impl Repository {
             return Err(corrupt());
         }
         let (stored_len, raw_len) = (loc.stored_len as usize, loc.raw_len as usize);
-        let mut plain = self.spare.take(raw_len);
+        // Room for a sealed raw blob, which is read and opened in the buffer it is returned in.
+        let mut plain = self.spare.take(raw_len.max(stored_len));
         let mut cached = false;
         let mut to_remember: Option<Vec<u8>> = None;
         match loc.compression {
-            // Read straight into the buffer that is returned (and cached): no copy.
-            Compression::Raw if !self.codec.is_encrypted() && stored_len == raw_len => {
+            // Read straight into the buffer that is returned (and cached), and if sealed opened there, the
+            // plaintext moved to its front in the same pass: no copy.
+            Compression::Raw if stored_len == raw_len + self.codec.seal_overhead() => {
                 // A reused buffer's bytes are initialised already: only growth needs zeroing.
-                plain.truncate(raw_len);
-                plain.resize(raw_len, 0);
+                plain.truncate(stored_len);
+                plain.resize(stored_len, 0);
                 cached = self.fetch(id, &loc, disk, &mut plain)?;
+                if disk.is_some() && !cached && self.codec.is_encrypted() {
+                    to_remember = Some(plain.clone());
+                }
+                match self.codec.unseal_to_front(id, &mut plain) {
+                    Some(n) if n == raw_len => plain.truncate(raw_len),
+                    _ => return Err(corrupt()),
+                }
             }
-            Compression::Raw if !self.codec.is_encrypted() => return Err(corrupt()),
-            // Compressed or sealed: the stored bytes go through a scratch buffer, where a seal is opened in place.
+            Compression::Raw => return Err(corrupt()),
+            // Compressed: the stored bytes go through a scratch buffer, where a seal is opened in place.
             compression => STORED.with(|scratch| {
                 let mut stored = scratch.borrow_mut();
                 if stored.len() < stored_len {
@@ -546,13 +555,10 @@ impl Repository {
                     to_remember = Some(stored_bytes.to_vec());
                 }
                 let written = match self.codec.unseal_in_place(id, stored_bytes) {
-                    None => Err(()),
-                    Some(packed) if compression == Compression::Raw => {
-                        plain.clear();
-                        plain.extend_from_slice(packed);
-                        Ok(packed.len())
+                    Some(packed) if compression == Compression::Zstd => {
+                        decompress_into(packed, &mut plain).map_err(|_| ())
                     }
-                    Some(packed) => decompress_into(packed, &mut plain).map_err(|_| ()),
+                    _ => Err(()),
                 };
                 if stored.capacity() > MAX_SCRATCH {
                     *stored = Vec::new();
