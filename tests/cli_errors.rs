@@ -398,7 +398,10 @@ fn an_encrypted_config_is_never_rebuilt_from_unencrypted_defaults() {
     let path = repo.join("config");
     let id: [u8; 32] = std::fs::read(&path).unwrap()[12..44].try_into().unwrap();
     let encrypted = Config {
-        encryption: Some(Encryption { key_check: [9; 16] }),
+        encryption: Some(Encryption {
+            scheme: 1,
+            key_check: [9; 16],
+        }),
         ..Config::new(id)
     }
     .encode();

@@ -24,6 +24,11 @@ struct Encrypted {
 
 impl Encrypted {
     fn new(label: &str) -> Self {
+        Self::with(label, &[])
+    }
+
+    /// A new encrypted repository, `init` given `extra` arguments.
+    fn with(label: &str, extra: &[&str]) -> Self {
         let t = TempDir::new(label);
         let (repo, key, state) = (t.join("repo"), t.join("keys/repo.key"), t.join("state"));
         let out = bin()
@@ -31,6 +36,7 @@ impl Encrypted {
             .arg(&key)
             .arg("--state-dir")
             .arg(&state)
+            .args(extra)
             .arg(&repo)
             .output()
             .unwrap();
@@ -321,6 +327,51 @@ fn round_trip_in_a_bucket_with_nothing_of_the_source_in_any_object() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("is encrypted at rest and its key file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The encryption scheme in a config (version 2, byte 64).
+fn scheme(repo: &Path) -> u32 {
+    let config = fs::read(repo.join("config")).unwrap();
+    u32::from_le_bytes(config[64..68].try_into().unwrap())
+}
+
+#[test]
+fn either_cipher_makes_a_repository_that_round_trips() {
+    let chacha = Encrypted::with("enc-chacha", &["--cipher", "chacha20-poly1305"]);
+    assert_eq!(scheme(&chacha.repo), 1);
+    let src = chacha.t.join("src");
+    gen_tree(&src, "chacha");
+    let out = chacha
+        .cmd(&["backup", "--account", ACCOUNT])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m = chacha.mount(&chacha.t.join("mnt"));
+    assert_same_tree(&describe(&src), &describe(&m.latest_in("")));
+    drop(m);
+    assert!(chacha
+        .cmd(&["check", "--read-data"])
+        .status()
+        .unwrap()
+        .success());
+    // The default is AES-256-GCM where the CPU has AES instructions (every machine this runs on in CI).
+    let cpu = fs::read_to_string("/proc/cpuinfo").unwrap();
+    let aes = cpu.split_whitespace().any(|f| f == "aes")
+        && cpu.split_whitespace().any(|f| f == "pclmulqdq");
+    let default = Encrypted::new("enc-default");
+    assert_eq!(scheme(&default.repo), if aes { 2 } else { 1 });
+    let out = bin()
+        .args(["init", "--cipher", "rot13", "--encrypt"])
+        .arg(chacha.t.join("x"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("known ciphers are aes-256-gcm and chacha20-poly1305"),
         "{}",
         stderr(&out)
     );

@@ -102,6 +102,19 @@ fn the_golden_encrypted_repository_still_mounts_identically() {
     );
 }
 
+/// fixtures/golden-encrypted-gcm/ (fixtures/make_golden_encrypted.sh aes-256-gcm, run once): the same with
+/// AES-256-GCM (scheme 2).
+#[test]
+fn the_golden_encrypted_gcm_repository_still_mounts_identically() {
+    let args = ["--key-file", "KEY", "--state-dir", "STATE"];
+    assert_mounts_with(
+        "golden-encrypted-gcm",
+        &["2026-11-30", "2026-12-01"],
+        &args,
+        |_| {},
+    );
+}
+
 /// fixtures/golden-parts/ (fixtures/make_golden_parts.sh, run once): manifest version 2, a snapshot with parts
 /// (files/, mails/, a PostgreSQL dump and a failure note) beside an older flat snapshot of the same account.
 #[test]

@@ -103,13 +103,16 @@ fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
 
     write(&dir, "decode_config", "new", &Config::new([7; 32]).encode());
-    let encrypted = Config {
-        encryption: Some(backupfs_fuzz::format::config::Encryption {
-            key_check: [3; 16],
-        }),
-        ..Config::new([8; 32])
-    };
-    write(&dir, "decode_config", "encrypted", &encrypted.encode());
+    for (name, scheme) in [("encrypted", 1), ("encrypted-gcm", 2)] {
+        let encrypted = Config {
+            encryption: Some(backupfs_fuzz::format::config::Encryption {
+                scheme,
+                key_check: [3; 16],
+            }),
+            ..Config::new([8; 32])
+        };
+        write(&dir, "decode_config", name, &encrypted.encode());
+    }
 
     let mut pack = PackBuilder::new(magic::PACK_VERSION);
     let chunk = vec![b'a'; 3000];

@@ -1,8 +1,16 @@
 //! `backupfs init`: its arguments, the new repository's key when it is encrypted, and what it prints.
 
 use super::super::*;
+use backupfs::crypto::Cipher;
 use backupfs::format::config::Config as RepoConfig;
 use backupfs::repo::{create_key, default_key_file};
+
+fn parse_cipher(s: &str) -> Result<Cipher, String> {
+    [Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305]
+        .into_iter()
+        .find(|c| c.name() == s)
+        .ok_or_else(|| format!("{s:?}: known ciphers are aes-256-gcm and chacha20-poly1305"))
+}
 
 #[derive(clap::Args)]
 pub(crate) struct InitArgs {
@@ -14,6 +22,10 @@ pub(crate) struct InitArgs {
     /// new key written to a root-only key file. Without that key nothing in the repository can be read.
     #[arg(long)]
     encrypt: bool,
+    /// The cipher of --encrypt: aes-256-gcm is several times as fast on CPUs with AES instructions,
+    /// chacha20-poly1305 everywhere else [default: aes-256-gcm if this machine has AES instructions].
+    #[arg(long, value_parser = parse_cipher, value_name = "CIPHER", requires = "encrypt")]
+    cipher: Option<Cipher>,
     /// Where --encrypt writes the new key (a new file; never over another) [default: `key_file` in the
     /// configuration file, else /etc/backupfs/keys/ID.key for root, ~/.config/backupfs/keys/ID.key for others].
     #[arg(
@@ -32,9 +44,11 @@ pub(crate) fn run(args: InitArgs, config: &Config) -> Result<i32> {
     let InitArgs {
         state_dir,
         encrypt,
+        cipher,
         key_file,
         location,
     } = args;
+    let cipher = cipher.unwrap_or_else(Cipher::preferred);
     let opts = open_options(
         &location,
         state_dir.as_deref(),
@@ -49,7 +63,7 @@ pub(crate) fn run(args: InitArgs, config: &Config) -> Result<i32> {
             .unwrap_or_else(|| default_key_file(&repo_config.repo_id))
     });
     if let Some(path) = &key_path {
-        create_key(&mut repo_config, path)?;
+        create_key(&mut repo_config, path, cipher)?;
     }
     if let Err(e) = Repository::init(&location, &opts, &repo_config) {
         // The key of a repository that was not made: only the file just created, never another.
@@ -61,9 +75,10 @@ pub(crate) fn run(args: InitArgs, config: &Config) -> Result<i32> {
     println!("created repository {location}");
     if let Some(path) = key_path {
         println!(
-            "encrypted at rest; its key is in {} (root only).\n\
+            "encrypted at rest with {}; its key is in {} (root only).\n\
              Without that key nothing in the repository can be read, by you or anyone: keep a copy offline now.\n\
              `backupfs key show --repo {location}` prints it as text to print or store.",
+            cipher.name(),
             path.display()
         );
     }

@@ -25,7 +25,7 @@ pub(crate) fn run(command: KeyCommand, config: &Config) -> Result<i32> {
         bail!("{location} (repository {id}) is not encrypted: it has no key");
     };
     let key = load_key(&location.to_string(), &repo_config, &path)?;
-    if key.derive().check != encryption.key_check {
+    if key.check_value() != encryption.key_check {
         let location = location.to_string();
         return Err(KeyError::Wrong { location, id, path }.into());
     }

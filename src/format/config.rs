@@ -15,7 +15,7 @@
 //! ```
 //! Version 2, a repository encrypted at rest (`init --encrypt`), keeps bytes 0..64 and adds:
 //! ```text
-//!     64    4 scheme u32      1: keyed BLAKE3 ids, ChaCha20-Poly1305 (`crate::crypto`)
+//!     64    4 scheme u32      keyed BLAKE3 ids and 1: ChaCha20-Poly1305, 2: AES-256-GCM (`crate::crypto`)
 //!     68   16 key check value what the right key derives (a wrong key is named as such, not as damage)
 //!     84   32 BLAKE3 of bytes 0..84
 //!    116      end
@@ -41,12 +41,16 @@ const CHECKSUM_V2_AT: usize = KEY_CHECK_AT + 16;
 pub const CONFIG_V2_LEN: usize = CHECKSUM_V2_AT + 32;
 const _: () = assert!(CHECKSUM_V2_AT == 84 && CONFIG_V2_LEN == 116);
 
-/// The one encryption scheme: keyed BLAKE3 ids and ChaCha20-Poly1305 (`crate::crypto`).
+/// Encryption schemes: keyed BLAKE3 ids and sealing with ChaCha20-Poly1305 (1) or AES-256-GCM (2)
+/// (`crate::crypto::Cipher`).
 pub const SCHEME_CHACHA20_POLY1305: u32 = 1;
+pub const SCHEME_AES_256_GCM: u32 = 2;
 
 /// How a repository is encrypted at rest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Encryption {
+    /// `SCHEME_CHACHA20_POLY1305` or `SCHEME_AES_256_GCM`.
+    pub scheme: u32,
     /// What the repository's key derives (`crypto::Keys::check`).
     pub key_check: [u8; 16],
 }
@@ -92,7 +96,7 @@ impl Config {
         w.u32(self.zstd_level as u32);
         w.u32(self.pack_target);
         if let Some(e) = &self.encryption {
-            w.u32(SCHEME_CHACHA20_POLY1305);
+            w.u32(e.scheme);
             w.bytes(&e.key_check);
         }
         let sum = blake3::hash(&w.buf);
@@ -117,10 +121,12 @@ impl Config {
             encryption: None,
         };
         if version == magic::CONFIG_VERSION_ENCRYPTED {
-            if r.u32()? != SCHEME_CHACHA20_POLY1305 {
+            let scheme = r.u32()?;
+            if scheme != SCHEME_CHACHA20_POLY1305 && scheme != SCHEME_AES_256_GCM {
                 return Err(r.invalid_at(SCHEME_AT, "unknown encryption scheme"));
             }
             cfg.encryption = Some(Encryption {
+                scheme,
                 key_check: r.array::<16>()?,
             });
         }
@@ -176,7 +182,10 @@ mod tests {
     #[test]
     fn an_encrypted_config_is_version_2_and_checked_whole() {
         let cfg = Config {
-            encryption: Some(Encryption { key_check: [4; 16] }),
+            encryption: Some(Encryption {
+                scheme: SCHEME_AES_256_GCM,
+                key_check: [4; 16],
+            }),
             ..Config::new([7; 32])
         };
         let bytes = cfg.encode();

@@ -813,10 +813,20 @@ fn config() {
     (other.chunk_min, other.chunk_avg, other.chunk_max) = (64, 64, MAX_CHUNK_LEN as u32);
     (other.zstd_level, other.pack_target) = (22, 1);
     let encrypted = Config {
-        encryption: Some(super::config::Encryption { key_check: [3; 16] }),
+        encryption: Some(super::config::Encryption {
+            scheme: super::config::SCHEME_CHACHA20_POLY1305,
+            key_check: [3; 16],
+        }),
         ..Config::new([8; 32])
     };
-    let valid: Vec<Vec<u8>> = [Config::new([7; 32]), other, encrypted]
+    let gcm = Config {
+        encryption: Some(super::config::Encryption {
+            scheme: super::config::SCHEME_AES_256_GCM,
+            key_check: [2; 16],
+        }),
+        ..Config::new([6; 32])
+    };
+    let valid: Vec<Vec<u8>> = [Config::new([7; 32]), other, encrypted, gcm]
         .iter()
         .map(Config::encode)
         .collect();

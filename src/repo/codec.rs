@@ -289,7 +289,8 @@ mod tests {
     }
 
     fn sealing() -> BlobCodec {
-        let keys = crate::crypto::MasterKey::from_bytes([3; 32]).derive();
+        let keys =
+            crate::crypto::MasterKey::from_bytes([3; 32]).derive(crate::crypto::Cipher::Aes256Gcm);
         BlobCodec {
             zstd_level: 3,
             keys: Some(Arc::new(keys)),

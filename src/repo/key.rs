@@ -7,7 +7,7 @@
 
 use super::{BlobCodec, RepoError};
 use crate::backend::Location;
-use crate::crypto::{KeyFile, KeyFileError, MasterKey};
+use crate::crypto::{Cipher, KeyFile, KeyFileError, MasterKey};
 use crate::format::config::{Config, Encryption};
 use crate::format::ids::hex;
 use std::io::Write;
@@ -98,11 +98,12 @@ pub fn codec_for(
         return Ok(BlobCodec::new(config));
     };
     let key = load_key(&location, config, &path)?;
-    let keys = key.derive();
-    if keys.check != encryption.key_check {
+    if key.check_value() != encryption.key_check {
         return Err(KeyError::Wrong { location, id, path }.into());
     }
-    Ok(BlobCodec::encrypted(config, keys))
+    // The config's decoder accepts only the schemes there are.
+    let cipher = Cipher::from_scheme(encryption.scheme).unwrap_or(Cipher::ChaCha20Poly1305);
+    Ok(BlobCodec::encrypted(config, key.derive(cipher)))
 }
 
 /// Reads the key file at `path` for the repository with this config.
@@ -123,9 +124,9 @@ pub fn load_key(location: &str, config: &Config, path: &Path) -> Result<MasterKe
     }
 }
 
-/// A new repository's key and the config that records it: the key is written first, to a new file (never over
-/// another key), so that no repository exists whose key was not kept.
-pub fn create_key(config: &mut Config, path: &Path) -> Result<MasterKey, KeyError> {
+/// A new repository's key and the config that records it (and `cipher`): the key is written first, to a new file
+/// (never over another key), so that no repository exists whose key was not kept.
+pub fn create_key(config: &mut Config, path: &Path, cipher: Cipher) -> Result<MasterKey, KeyError> {
     let key = MasterKey::generate().map_err(|e| KeyError::Create {
         path: path.to_path_buf(),
         what: e.to_string(),
@@ -136,7 +137,8 @@ pub fn create_key(config: &mut Config, path: &Path) -> Result<MasterKey, KeyErro
     };
     write_new_private(path, file.to_text().as_bytes())?;
     config.encryption = Some(Encryption {
-        key_check: key.derive().check,
+        scheme: cipher.scheme(),
+        key_check: key.check_value(),
     });
     Ok(key)
 }
