@@ -51,5 +51,6 @@ pub mod index;
 pub mod ops;
 pub mod prune;
 pub mod repair;
+pub mod replica;
 pub mod repo;
 pub mod vfs;

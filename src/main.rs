@@ -41,9 +41,9 @@ Configuration: /etc/backupfs/config.toml, or the file named by --config or BACKU
 repository, each account's source and mount point, mount settings and the retention policy. Flags and
 environment variables override it.
 
-Exit status: 0 success; 1 error; 2 usage error; 3 backup finished with warnings (unreadable entries skipped,
-files that kept changing while read, repository damage worked around, or a database dump that failed); 4 check
-or repair found damage.";
+Exit status: 0 success; 1 error (for copy: a snapshot that could not be copied); 2 usage error; 3 backup finished
+with warnings (unreadable entries skipped, files that kept changing while read, repository damage worked around,
+or a database dump that failed); 4 check or repair found damage; 5 lag --max: a replica is further behind.";
 
 #[derive(Parser)]
 #[command(
@@ -113,6 +113,10 @@ enum Command {
     },
     /// Serve an account's snapshots read-only at MOUNTPOINT until SIGINT/SIGTERM or unmount.
     Mount(cmd::mount::MountArgs),
+    /// Copy to a replica (made with `init --like`) every snapshot it lacks, verified, manifests last.
+    Copy(cmd::copy::CopyArgs),
+    /// How far a replica is behind, per account; with --max, exit 5 when one is further behind.
+    Lag(cmd::lag::LagArgs),
     /// The key of an encrypted repository.
     Key {
         #[command(subcommand)]
@@ -340,6 +344,8 @@ fn run(cli: Cli, config: &Config) -> Result<i32> {
     match cli.command {
         Command::Init(args) => return cmd::init::run(args, config),
         Command::Key { what } => return cmd::key::run(what, config),
+        Command::Copy(args) => return cmd::copy::run(args, config),
+        Command::Lag(args) => return cmd::lag::run(args, config),
         Command::Backup(args) => return cmd::backup::run(args, config),
         Command::Prune(args) => return cmd::prune::run(args, config),
         Command::Check(args) => return cmd::check::run(args, config),

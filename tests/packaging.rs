@@ -786,9 +786,11 @@ fn man_pages_and_completions_are_generated() {
         [
             "backupfs-backup.1",
             "backupfs-check.1",
+            "backupfs-copy.1",
             "backupfs-init.1",
             "backupfs-key-show.1",
             "backupfs-key.1",
+            "backupfs-lag.1",
             "backupfs-mount.1",
             "backupfs-prune.1",
             "backupfs-repair-config.1",

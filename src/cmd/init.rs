@@ -35,6 +35,10 @@ pub(crate) struct InitArgs {
         requires = "encrypt"
     )]
     key_file: Option<PathBuf>,
+    /// Make a replica of this repository: the same config (id, chunking, encryption and so key), to be filled
+    /// by `copy`.
+    #[arg(long, value_parser = parse_location, value_name = "PRIMARY", conflicts_with = "encrypt")]
+    like: Option<Location>,
     /// A directory, or s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX].
     #[arg(value_parser = parse_location, value_name = "LOCATION")]
     location: Location,
@@ -46,6 +50,7 @@ pub(crate) fn run(args: InitArgs, config: &Config) -> Result<i32> {
         encrypt,
         cipher,
         key_file,
+        like,
         location,
     } = args;
     let cipher = cipher.unwrap_or_else(Cipher::preferred);
@@ -56,6 +61,15 @@ pub(crate) fn run(args: InitArgs, config: &Config) -> Result<i32> {
         config,
         CacheSizes::default(),
     )?;
+    if let Some(primary) = like {
+        let backend = backupfs::backend::open(&primary, &opts.s3)?;
+        let config = backupfs::repo::read_config(backend.as_ref(), &primary)?;
+        Repository::init(&location, &opts, &config)?;
+        println!(
+            "created repository {location}, a replica of {primary} (fill it with `backupfs copy`)"
+        );
+        return Ok(0);
+    }
     let mut repo_config = RepoConfig::new(backupfs::repo::random_bytes::<32>()?);
     let key_path = encrypt.then(|| {
         key_file

@@ -3,9 +3,11 @@
 
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod helper;
 pub mod init;
 pub mod key;
+pub mod lag;
 pub mod mount;
 pub mod output;
 pub mod prune;

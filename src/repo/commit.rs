@@ -79,7 +79,7 @@ pub fn commit_snapshot(
 
 /// Writes the trailers of this backup's packs as one pack index object, before the manifest that needs them:
 /// a machine attaching later reads it instead of every pack (see `format::pack_index`).
-fn publish_pack_index(repo: &Repository, packs: &[NewPack]) -> Result<(), RepoError> {
+pub fn publish_pack_index(repo: &Repository, packs: &[NewPack]) -> Result<(), RepoError> {
     if packs.is_empty() {
         return Ok(());
     }

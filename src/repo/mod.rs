@@ -18,12 +18,12 @@ mod state;
 mod sync;
 
 pub use codec::BlobCodec;
-pub use commit::{commit_snapshot, NewPack};
+pub use commit::{commit_snapshot, publish_pack_index, NewPack};
 pub use dir::{Directory, EntryRef};
 pub use disk_cache::DiskCache;
 pub use key::{create_key, default_key_file, key_file_of, load_key, KeyError};
 pub use locks::{BackupMarker, ExclusiveLock};
-pub use packs::{read_manifest, read_pack_trailer, reconcile, Reconciled};
+pub use packs::{pack_entries_in, read_manifest, read_pack_trailer, reconcile, Reconciled};
 pub use reach::mark_live;
 pub use salvage::{salvage_pack, Salvaged};
 use spare::{decompress_into, SpareBuffers};
@@ -77,6 +77,16 @@ pub enum RepoError {
     BlobCorrupt { id: BlobId, pack: PackId },
     #[error("tree index {id}: {what}")]
     TreeIndex { id: TreeId, what: String },
+    #[error(
+        "state directory {} holds the index of {recorded}, not of {location} (a replica has the same repository \
+         id as its primary): give each its own --state-dir",
+        state.display()
+    )]
+    StateOfAnother {
+        state: PathBuf,
+        recorded: String,
+        location: String,
+    },
     #[error("{path} is held by another prune or index repair")]
     Locked { path: PathBuf },
     #[error(
@@ -183,12 +193,28 @@ fn resolve_state(
     config: &Config,
 ) -> Result<StateDir, RepoError> {
     Ok(match (&opts.state_dir, location) {
-        (Some(dir), _) => StateDir::separate(dir)?,
+        (Some(dir), _) => StateDir::separate_for(dir, &state_key(location))?,
         (None, Location::Local(path)) if config.encryption.is_none() => {
             StateDir::inside_repository(path)
         }
-        (None, _) => StateDir::separate(&StateDir::default_for(&config.repo_id))?,
+        (None, _) => {
+            let at = state_key(location);
+            StateDir::separate_for(&StateDir::default_for(&config.repo_id, &at), &at)?
+        }
     })
+}
+
+/// How a state directory names the location it follows: a local directory by its canonical path (however it
+/// was spelled on the command line), a bucket by its URL.
+fn state_key(location: &Location) -> String {
+    match location {
+        Location::Local(path) => std::fs::canonicalize(path)
+            .or_else(|_| std::path::absolute(path))
+            .unwrap_or_else(|_| path.clone())
+            .display()
+            .to_string(),
+        Location::S3(_) => location.to_string(),
+    }
 }
 
 /// Byte budgets of the in-memory caches; together with the open packs they bound a mount's memory.

@@ -15,13 +15,45 @@ use std::collections::{HashMap, HashSet};
 
 /// Reads a pack's header, footer and trailer (not its blobs) and returns the blobs it holds.
 pub fn read_pack_trailer(repo: &Repository, pack: PackId) -> Result<Vec<PackEntry>, RepoError> {
-    let backend = repo.backend();
     let obj = Object::Pack(pack);
+    let size = repo.backend().size(obj)?;
+    pack_entries(repo, pack, size, &|offset, buf| {
+        Ok(repo.backend().read_at(obj, offset, buf)?)
+    })
+}
+
+/// The blobs a pack holds, from its bytes (a pack read whole, as a copy to a replica reads it).
+pub fn pack_entries_in(
+    repo: &Repository,
+    pack: PackId,
+    bytes: &[u8],
+) -> Result<Vec<PackEntry>, RepoError> {
+    pack_entries(repo, pack, bytes.len() as u64, &|offset, buf| {
+        let at = usize::try_from(offset).unwrap_or(usize::MAX);
+        let part = (bytes.get(at..at.saturating_add(buf.len()))).ok_or(RepoError::Format {
+            object: format!("pack {pack}"),
+            source: FormatError::Truncated {
+                object: "pack",
+                offset: at,
+                needed: buf.len(),
+            },
+        })?;
+        buf.copy_from_slice(part);
+        Ok(())
+    })
+}
+
+/// Header, footer and trailer of a pack of `size` bytes, each read with `read_at`, checked and decoded.
+fn pack_entries(
+    repo: &Repository,
+    pack: PackId,
+    size: u64,
+    read_at: &dyn Fn(u64, &mut [u8]) -> Result<(), RepoError>,
+) -> Result<Vec<PackEntry>, RepoError> {
     let format = |source: FormatError| RepoError::Format {
         object: format!("pack {pack}"),
         source,
     };
-    let size = backend.size(obj)?;
     if size < (HEADER_LEN + FOOTER_LEN) as u64 {
         return Err(format(FormatError::Truncated {
             object: "pack",
@@ -30,11 +62,11 @@ pub fn read_pack_trailer(repo: &Repository, pack: PackId) -> Result<Vec<PackEntr
         }));
     }
     let mut header = [0u8; HEADER_LEN];
-    backend.read_at(obj, 0, &mut header)?;
+    read_at(0, &mut header)?;
     let version = check_header(&header).map_err(format)?;
     repo.codec().expect_pack_version(pack, version)?;
     let mut footer = [0u8; FOOTER_LEN];
-    backend.read_at(obj, size - FOOTER_LEN as u64, &mut footer)?;
+    read_at(size - FOOTER_LEN as u64, &mut footer)?;
     let footer = Footer::decode(&footer, size, version).map_err(format)?;
     // Bounded by the pack's size, which the footer's decoder checked it against.
     let stored_len = usize::try_from(footer.trailer_len).map_err(|_| {
@@ -45,7 +77,7 @@ pub fn read_pack_trailer(repo: &Repository, pack: PackId) -> Result<Vec<PackEntr
         })
     })?;
     let mut trailer = vec![0u8; stored_len];
-    backend.read_at(obj, footer.trailer_offset, &mut trailer)?;
+    read_at(footer.trailer_offset, &mut trailer)?;
     footer.verify_trailer(&trailer).map_err(format)?;
     let plain = repo.codec().open_trailer(pack, version, trailer)?;
     footer.decode_entries(&plain).map_err(format)

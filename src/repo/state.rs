@@ -23,6 +23,9 @@ pub(crate) fn per_user_dir(system: &str, xdg_var: &str, home_default: &str) -> P
     PathBuf::from(home).join(home_default).join("backupfs")
 }
 
+/// The file in a state directory naming the location whose index it holds.
+const LOCATION_FILE: &str = "location";
+
 #[derive(Clone, Debug)]
 pub struct StateDir {
     root: PathBuf,
@@ -50,10 +53,48 @@ impl StateDir {
         })
     }
 
-    /// The default state directory of a repository, from its id.
-    pub fn default_for(repo_id: &[u8; 32]) -> PathBuf {
+    /// The default state directory of the repository at `location`, from its id: `<first 8 bytes of the id>`,
+    /// unless that one already follows another location with the same id (a replica made with `init --like`),
+    /// then `<id>-<first 4 bytes of BLAKE3(location)>`.
+    pub fn default_for(repo_id: &[u8; 32], location: &str) -> PathBuf {
         let id: String = repo_id[..8].iter().map(|b| format!("{b:02x}")).collect();
-        per_user_dir("/var/lib/backupfs", "XDG_STATE_HOME", ".local/state").join(id)
+        let base = per_user_dir("/var/lib/backupfs", "XDG_STATE_HOME", ".local/state");
+        let first = base.join(&id);
+        match std::fs::read_to_string(first.join(LOCATION_FILE)) {
+            Ok(recorded) if recorded.trim_end() != location => {
+                let h = blake3::hash(location.as_bytes());
+                base.join(format!(
+                    "{id}-{}",
+                    crate::format::ids::hex(&h.as_bytes()[..4])
+                ))
+            }
+            _ => first,
+        }
+    }
+
+    /// A state directory of its own for the repository at `location`: created if missing, and refused if it
+    /// follows another location (two repositories with one id, a primary and its replica, must not share an
+    /// index). One that records no location yet (made before this was recorded) is taken over.
+    pub fn separate_for(root: &Path, location: &str) -> Result<Self, crate::repo::RepoError> {
+        let state = Self::separate(root)?;
+        let file = root.join(LOCATION_FILE);
+        match std::fs::read_to_string(&file) {
+            Ok(recorded) if recorded.trim_end() == location => {}
+            Ok(recorded) => {
+                return Err(crate::repo::RepoError::StateOfAnother {
+                    state: root.to_path_buf(),
+                    recorded: recorded.trim_end().to_string(),
+                    location: location.to_string(),
+                })
+            }
+            Err(_) => {
+                let tmp = root.join("location.tmp");
+                std::fs::write(&tmp, format!("{location}\n"))
+                    .and_then(|()| std::fs::rename(&tmp, &file))
+                    .map_err(|e| BackendError::io(&file, e))?;
+            }
+        }
+        Ok(state)
     }
 
     pub fn root(&self) -> &Path {

@@ -1,0 +1,312 @@
+//! Replicas (`init --like`, `copy`, `lag`): a copy is the same repository (same objects, names, inode numbers),
+//! only what is missing moves, a copy killed before any of its writes leaves a replica that lists only what it
+//! can serve whole, and the lag report's exit code is what monitoring relies on.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap()
+}
+
+fn ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every object of a repository directory by name, with its bytes' hash (what a copy must preserve).
+fn objects(repo: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for dir in ["packs", "snapshots"] {
+        let mut stack = vec![repo.join(dir)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let hash = blake3::hash(&std::fs::read(&p).unwrap())
+                        .to_hex()
+                        .to_string();
+                    out.insert(p.strip_prefix(repo).unwrap().display().to_string(), hash);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn copy(primary: &Path, replica: &Path) -> Command {
+    let mut c = bin();
+    c.arg("copy")
+        .arg("--repo")
+        .arg(primary)
+        .arg("--to")
+        .arg(replica)
+        .arg("--json");
+    c
+}
+
+fn init_like(primary: &Path, replica: &Path) {
+    let _ = std::fs::remove_dir_all(replica);
+    ok(bin().arg("init").arg("--like").arg(primary).arg(replica));
+}
+
+/// A primary with two accounts over two nights.
+fn primary(t: &TempDir) -> (PathBuf, PathBuf) {
+    let (src, repo) = backed_up_tree(t, "replica", "alice", Some("2026-11-01T03:00:00Z"));
+    mutate(&src, "replica", 1);
+    backup(&repo, "alice", &src, Some("2026-11-02T03:00:00Z"));
+    backup(&repo, "bob", &src, Some("2026-11-02T04:00:00Z"));
+    (src, repo)
+}
+
+#[test]
+fn a_copy_is_the_same_repository_and_only_what_is_missing_moves() {
+    let t = TempDir::new("replica-same");
+    let (src, repo) = primary(&t);
+    let replica = t.join("replica");
+    init_like(&repo, &replica);
+    let first = json(&ok(&mut copy(&repo, &replica)));
+    assert_eq!(first["copied"].as_array().unwrap().len(), 3, "{first}");
+    assert_eq!(
+        objects(&repo),
+        objects(&replica),
+        "the replica's objects differ"
+    );
+    let packs = first["packs_sent"].as_u64().unwrap();
+    assert_eq!(
+        packs as usize,
+        packs_by_size(&repo).len(),
+        "{first}: a pack sent twice"
+    );
+
+    // Mounted, both show the same entries with the same inode numbers.
+    let (m1, m2) = (
+        mount_args(&repo, &[], &t.join("m1")),
+        mount_args(&replica, &[], &t.join("m2")),
+    );
+    assert_eq!(inode_map(&m1.path), inode_map(&m2.path));
+    assert_same_tree(&describe(&src), &describe(&m2.latest_in("alice")));
+    drop((m1, m2));
+    check_clean(&replica);
+
+    // Nothing new: nothing sent. A new night: only its new packs.
+    let again = json(&ok(&mut copy(&repo, &replica)));
+    assert_eq!(
+        (again["packs_sent"].as_u64(), again["bytes_sent"].as_u64()),
+        (Some(0), Some(0)),
+        "{again}"
+    );
+    assert_eq!(again["present"].as_u64(), Some(3));
+    mutate(&src, "replica", 2);
+    let night = backup(&repo, "alice", &src, Some("2026-11-03T03:00:00Z"));
+    let third = json(&ok(&mut copy(&repo, &replica)));
+    assert_eq!(third["copied"].as_array().unwrap().len(), 1, "{third}");
+    let added = night["bytes_added"].as_u64().unwrap();
+    let sent = third["bytes_sent"].as_u64().unwrap();
+    assert!(
+        sent < added + 200_000,
+        "sent {sent} bytes for a night that added {added}"
+    );
+    assert_eq!(objects(&repo), objects(&replica));
+
+    // An account alone.
+    let only = t.join("only-bob");
+    init_like(&repo, &only);
+    let bob = json(&ok(copy(&repo, &only).args(["--account", "bob"])));
+    assert_eq!(bob["copied"].as_array().unwrap().len(), 1, "{bob}");
+    let m = mount_args(&only, &[], &t.join("m3"));
+    let accounts: Vec<String> = std::fs::read_dir(&m.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(accounts, ["bob"]);
+}
+
+#[test]
+fn a_copy_killed_before_each_write_leaves_a_replica_that_serves_all_it_lists() {
+    let t = TempDir::new("replica-crash");
+    let (src, repo) = primary(&t);
+    let total = packs_by_size(&repo).len();
+    let want = describe(&src);
+    let replica = t.join("replica");
+    let mut n = 1;
+    loop {
+        init_like(&repo, &replica);
+        let out = run(copy(&repo, &replica).env("BACKUPFS_TEST_CRASH_AT", n.to_string()));
+        let killed = out.status.signal() == Some(libc::SIGKILL);
+        assert!(
+            killed || out.status.success(),
+            "at {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Whatever the replica holds, it serves whole: a new machine lists every manifest it finds there.
+        let fresh = t.join(&format!("state-{n}"));
+        let check = run(bin()
+            .args(["check", "--read-data", "--repo"])
+            .arg(&replica)
+            .arg("--state-dir")
+            .arg(&fresh));
+        assert!(
+            check.status.success(),
+            "killed at {n}: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let listed = json(&ok(bin()
+            .args(["snapshots", "--json", "--repo"])
+            .arg(&replica)));
+        let there = packs_by_size(&replica).len();
+        let rest = json(&ok(&mut copy(&repo, &replica)));
+        let resent = rest["packs_sent"].as_u64().unwrap() as usize;
+        assert_eq!(
+            there + resent,
+            total,
+            "killed at {n}: a pack was sent twice ({there} + {resent})"
+        );
+        assert_eq!(
+            rest["present"].as_u64().unwrap() as usize,
+            listed.as_array().unwrap().len()
+        );
+        assert_eq!(objects(&repo), objects(&replica), "killed at {n}");
+        let m = mount_args(&replica, &["--account", "alice"], &t.join("mnt"));
+        assert_same_tree(&want, &describe(&m.latest_in("")));
+        drop(m);
+        if !killed {
+            break;
+        }
+        n += 1;
+    }
+    assert!(n > total, "only {n} writes for {total} packs");
+}
+
+#[test]
+fn lag_reports_per_account_and_exits_5_over_its_maximum() {
+    let t = TempDir::new("replica-lag");
+    let (src, repo) = primary(&t);
+    let replica = t.join("replica");
+    init_like(&repo, &replica);
+    ok(copy(&repo, &replica).args(["--account", "bob"]));
+    let lag = |max: &str| {
+        run(bin()
+            .args(["lag", "--json", "--max", max, "--repo"])
+            .arg(&repo)
+            .arg("--to")
+            .arg(&replica))
+    };
+    let out = lag("26h");
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = json(&out);
+    let alice = &rows[0];
+    assert_eq!(
+        (alice["account"].as_str(), alice["missing"].as_u64()),
+        (Some("alice"), Some(2))
+    );
+    assert_eq!(
+        alice["oldest_missing"].as_str(),
+        Some("2026-11-01T03:00:00.000000000Z")
+    );
+    assert!(
+        alice["lag_s"].as_i64().unwrap() > 26 * 3600 && alice["over_max"] == true,
+        "{rows}"
+    );
+    assert_eq!(rows[1]["missing"].as_u64(), Some(0), "{rows}");
+    assert_eq!(rows[1]["lag_s"].as_i64(), Some(0));
+    // Under its maximum: 0, as after the copy whatever the maximum.
+    assert_eq!(lag("3650d").status.code(), Some(0));
+    ok(&mut copy(&repo, &replica));
+    assert_eq!(lag("0").status.code(), Some(0));
+    drop(src);
+}
+
+#[test]
+fn a_copy_to_something_that_is_not_a_replica_is_refused_with_one_line() {
+    let t = TempDir::new("replica-refused");
+    let (_, repo) = primary(&t);
+    let other = t.join("other");
+    init_repo(&other);
+    let before = objects(&other);
+    let out = run(&mut copy(&repo, &other));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("is not a replica of") && err.contains("init") && err.contains("--like"),
+        "{err}"
+    );
+    assert_eq!(objects(&other), before);
+}
+
+#[test]
+fn an_encrypted_replica_opens_with_the_same_key_and_never_shares_the_primarys_state() {
+    let t = TempDir::new("replica-enc");
+    let (repo, replica, key) = (t.join("repo"), t.join("replica"), t.join("repo.key"));
+    let (state, replica_state) = (t.join("state"), t.join("replica-state"));
+    let with_key = |c: &mut Command| {
+        c.env("BACKUPFS_KEY_FILE", &key);
+    };
+    ok(bin()
+        .args(["init", "--encrypt", "--key-file"])
+        .arg(&key)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg(&repo));
+    let src = t.join("src");
+    gen_tree(&src, "replica-enc");
+    let mut b = bin();
+    with_key(&mut b);
+    ok(b.args(["backup", "--account", "alice", "--repo"])
+        .arg(&repo)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg(&src));
+    ok(bin().arg("init").arg("--like").arg(&repo).arg(&replica));
+    let mut c = copy(&repo, &replica);
+    with_key(&mut c);
+    ok(c.arg("--state-dir")
+        .arg(&state)
+        .arg("--to-state-dir")
+        .arg(&replica_state));
+    assert_eq!(objects(&repo), objects(&replica));
+    // The replica with the primary's state directory: refused, naming both.
+    let mut wrong = bin();
+    with_key(&mut wrong);
+    let out = run(wrong
+        .args(["snapshots", "--repo"])
+        .arg(&replica)
+        .arg("--state-dir")
+        .arg(&state));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("holds the index of") && err.contains("give each its own --state-dir"),
+        "{err}"
+    );
+    let (key_s, state_s) = (key.to_str().unwrap(), replica_state.to_str().unwrap());
+    let env = [
+        ("BACKUPFS_KEY_FILE", key_s),
+        ("BACKUPFS_STATE_DIR", state_s),
+    ];
+    let m = Mount::with(&replica, "alice", &t.join("mnt"), &[], &env);
+    assert_same_tree(&describe(&src), &describe(&m.latest_in("")));
+}
