@@ -307,6 +307,7 @@ fn open_options(
         cache_dir: config.mount.cache_dir.clone(),
         cache_bytes: (config.mount.disk_cache_mib)
             .map_or(backupfs::repo::DEFAULT_DISK_CACHE_BYTES, |m| m << 20),
+        replica: None,
         key_file: key_file
             .map(Path::to_path_buf)
             .or_else(|| config.key_file.clone()),

@@ -310,3 +310,137 @@ fn an_encrypted_replica_opens_with_the_same_key_and_never_shares_the_primarys_st
     let m = Mount::with(&replica, "alice", &t.join("mnt"), &[], &env);
     assert_same_tree(&describe(&src), &describe(&m.latest_in("")));
 }
+
+fn flip(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn damage_at_the_primary_is_served_from_the_replica_and_healed_by_check_repair_from() {
+    let t = TempDir::new("replica-repair");
+    let (src, repo) = primary(&t);
+    let replica = t.join("replica");
+    init_like(&repo, &replica);
+    ok(&mut copy(&repo, &replica));
+    let packs = packs_by_size(&repo);
+    flip(
+        &packs[0],
+        std::fs::metadata(&packs[0]).unwrap().len() as usize / 2,
+    );
+    std::fs::remove_file(&packs[1]).unwrap();
+
+    // Without the replica, the damage shows; with it, every byte comes back right and the log names each repair.
+    let plain = run(bin().args(["check", "--read-data", "--repo"]).arg(&repo));
+    assert_eq!(plain.status.code(), Some(4));
+    let replica_arg = replica.to_str().unwrap();
+    let m = mount_args(
+        &repo,
+        &["--account", "alice", "--replica", replica_arg],
+        &t.join("mnt"),
+    );
+    assert_same_tree(&describe(&src), &describe(&m.latest_in("")));
+    let log = m.log_text();
+    assert!(log.contains("served from the replica"), "{log}");
+    drop(m);
+
+    let out = ok(bin()
+        .args(["check", "--read-data", "--repo"])
+        .arg(&repo)
+        .args(["--repair-from", replica_arg]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (p, what) in [(&packs[0], "(damaged)"), (&packs[1], "(missing)")] {
+        let name = p.file_stem().unwrap().to_str().unwrap();
+        assert!(
+            err.contains(&format!("pack {name} {what}: rewritten from")),
+            "{err}"
+        );
+    }
+    check_clean(&repo);
+    assert_eq!(objects(&repo), objects(&replica));
+}
+
+#[test]
+fn copy_follow_replicates_each_new_snapshot_within_a_minute() {
+    let t = TempDir::new("replica-follow");
+    let (src, repo) = primary(&t);
+    let replica = t.join("replica");
+    init_like(&repo, &replica);
+    let mut follow = bin()
+        .args(["copy", "--follow", "--interval", "1", "--repo"])
+        .arg(&repo)
+        .arg("--to")
+        .arg(&replica)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let listed = |n: usize| {
+        let out = ok(bin().args(["snapshots", "--json", "--repo"]).arg(&replica));
+        json(&out).as_array().unwrap().len() >= n
+    };
+    wait_until("the first pass", std::time::Duration::from_secs(60), || {
+        listed(3)
+    });
+    let mut delays = Vec::new();
+    for night in 3..5 {
+        mutate(&src, "replica", night - 1);
+        backup(
+            &repo,
+            "alice",
+            &src,
+            Some(&format!("2026-11-{night:02}T03:00:00Z")),
+        );
+        let committed = std::time::Instant::now();
+        wait_until(
+            "the new snapshot at the replica",
+            std::time::Duration::from_secs(60),
+            || listed(night as usize + 1),
+        );
+        delays.push(committed.elapsed().as_secs_f64());
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    eprintln!("copy --follow: commit to visible at the replica: {delays:.2?} s");
+    check_clean(&replica);
+}
+
+#[test]
+fn a_replica_keeps_its_own_retention_and_copy_does_not_bring_back_what_it_pruned() {
+    let t = TempDir::new("replica-retention");
+    let (_, repo) = primary(&t);
+    let replica = t.join("replica");
+    init_like(&repo, &replica);
+    ok(&mut copy(&repo, &replica));
+    ok(bin()
+        .args(["prune", "--keep-last", "1", "--repo"])
+        .arg(&replica));
+    let kept = json(&ok(bin()
+        .args(["snapshots", "--json", "--repo"])
+        .arg(&replica)));
+    assert_eq!(kept.as_array().unwrap().len(), 2, "one per account: {kept}");
+    let again = json(&ok(&mut copy(&repo, &replica)));
+    assert_eq!(again["copied"].as_array().unwrap().len(), 0, "{again}");
+    let out = ok(bin()
+        .args(["lag", "--json", "--max", "0", "--repo"])
+        .arg(&repo)
+        .arg("--to")
+        .arg(&replica));
+    assert!(json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["missing"] == 0));
+    // The primary's prune deletes nothing at the replica.
+    ok(bin()
+        .args(["prune", "--keep-last", "1", "--repo"])
+        .arg(&repo));
+    assert_eq!(
+        json(&ok(bin()
+            .args(["snapshots", "--json", "--repo"])
+            .arg(&replica))),
+        kept
+    );
+    check_clean(&replica);
+}

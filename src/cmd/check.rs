@@ -9,6 +9,10 @@ pub(crate) struct CheckArgs {
     /// Also read every blob and verify its hash.
     #[arg(long)]
     read_data: bool,
+    /// With --read-data: first rewrite every pack and manifest that is missing or damaged here from this
+    /// replica's verified copy (made with `init --like`, filled by `copy`), then check.
+    #[arg(long, value_parser = parse_location, value_name = "REPLICA", requires = "read_data")]
+    repair_from: Option<Location>,
     /// Read and verify this share of the blobs, e.g. 10%.
     #[arg(long, value_parser = parse_subset)]
     read_data_subset: Option<f64>,
@@ -19,6 +23,7 @@ pub(crate) fn run(args: CheckArgs, config: &Config) -> Result<i32> {
     let CheckArgs {
         repo,
         read_data,
+        repair_from,
         read_data_subset,
     } = args;
     let fraction = if read_data {
@@ -26,6 +31,7 @@ pub(crate) fn run(args: CheckArgs, config: &Config) -> Result<i32> {
     } else {
         read_data_subset.unwrap_or(0.0)
     };
+    let s3 = resolve_repo(&repo, config)?.1.s3;
     let repo = match open_repo(&repo, config) {
         Err(e) if is_unusable_index(&e) => {
             println!("DAMAGED: {}", one_line(&e));
@@ -33,6 +39,9 @@ pub(crate) fn run(args: CheckArgs, config: &Config) -> Result<i32> {
         }
         other => other?,
     };
+    if let Some(replica) = repair_from {
+        repair_from_replica(&repo, &replica, &s3)?;
+    }
     let report = check(&repo, fraction)?;
     for l in &report.leftovers {
         println!("leftover: {l}");
@@ -52,4 +61,27 @@ pub(crate) fn run(args: CheckArgs, config: &Config) -> Result<i32> {
         return Ok(EXIT_DAMAGE);
     }
     Ok(0)
+}
+
+/// Rewrites what the primary lacks or holds damaged from the replica, each object named on stderr.
+fn repair_from_replica(
+    repo: &Repository,
+    replica: &Location,
+    s3: &backupfs::backend::S3Settings,
+) -> Result<()> {
+    let backend = backupfs::backend::open(replica, s3)?;
+    if &backupfs::repo::read_config(backend.as_ref(), replica)? != repo.config() {
+        bail!(
+            "{replica} is not a replica of {} (its config differs)",
+            repo.location()
+        );
+    }
+    let report = backupfs::replica::repair_from(repo, backend.as_ref())?;
+    for line in &report.rewritten {
+        eprintln!("backupfs: repaired: {line}");
+    }
+    for line in &report.unrepaired {
+        eprintln!("backupfs: not repaired: {line}");
+    }
+    Ok(())
 }

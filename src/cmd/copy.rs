@@ -40,23 +40,55 @@ pub(crate) struct CopyArgs {
     /// Only this account's snapshots.
     #[arg(long, value_parser = parse_account)]
     account: Option<String>,
-    /// Print a JSON report on stdout.
+    /// Print a JSON report on stdout (one line per pass with --follow).
     #[arg(long)]
     json: bool,
+    /// Keep following the primary: copy each new snapshot as it is committed, until killed (a copy killed at
+    /// any moment resumes where it was).
+    #[arg(long)]
+    follow: bool,
+    /// With --follow: how often to look for new snapshots, in seconds (a primary in object storage is listed at
+    /// most every `list_interval_s` as well).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, requires = "follow")]
+    interval: u64,
 }
 
 /// Copies what the replica lacks; exit 1 if a snapshot could not be copied (each named on stderr).
 pub(crate) fn run(args: CopyArgs, config: &Config) -> Result<i32> {
-    let CopyArgs {
-        repo,
-        replica,
-        account,
-        json,
-    } = args;
-    let primary = open_repo(&repo, config)?;
-    let target = replica.open(&repo, config)?;
+    let primary = open_repo(&args.repo, config)?;
+    let target = args.replica.open(&args.repo, config)?;
+    let opts = CopyOptions {
+        account: args.account.clone(),
+    };
+    loop {
+        let code = one_pass(&args, &primary, &target, &opts)?;
+        if !args.follow {
+            return Ok(code);
+        }
+        // Wait for a snapshot the replica lacks: a cheap look at the primary's catalog each interval.
+        let there: std::collections::HashSet<_> = (target.snapshots(None)?.into_iter())
+            .map(|s| s.id)
+            .collect();
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(args.interval));
+            primary.refresh()?;
+            let snapshots = primary.snapshots(args.account.as_deref())?;
+            if snapshots.iter().any(|s| !there.contains(&s.id)) {
+                break;
+            }
+        }
+    }
+}
+
+fn one_pass(
+    args: &CopyArgs,
+    primary: &Repository,
+    target: &Repository,
+    opts: &CopyOptions,
+) -> Result<i32> {
+    let (replica, json) = (&args.replica, args.json);
     let started = std::time::Instant::now();
-    let report = copy(&primary, &target, &CopyOptions { account })?;
+    let report = copy(primary, target, opts)?;
     for line in &report.failed {
         eprintln!("backupfs: not copied: {line}");
     }
@@ -71,6 +103,16 @@ pub(crate) fn run(args: CopyArgs, config: &Config) -> Result<i32> {
             "duration_s": seconds,
         });
         println!("{out}");
+    } else if args.follow {
+        for s in &report.copied {
+            println!(
+                "copied snapshot {} ({} {}) to {}",
+                s.id,
+                s.manifest.account,
+                naming::rfc3339_utc(s.manifest.time),
+                replica.to
+            );
+        }
     } else {
         println!(
             "copied {} snapshots to {} ({} already there): {} packs, {} objects, {} bytes in {seconds:.1} s",

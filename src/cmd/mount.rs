@@ -39,6 +39,10 @@ pub(crate) struct MountArgs {
     /// that is the systemd journal].
     #[arg(long, requires = "daemon", value_name = "PATH")]
     log_file: Option<PathBuf>,
+    /// A replica of the repository (`init --like`, filled by `copy`): a blob missing or damaged here is read
+    /// from it, verified, and served (read-repair; each repair is logged).
+    #[arg(long, value_parser = parse_location, value_name = "LOCATION")]
+    replica: Option<Location>,
     /// Where to show the snapshots [default: the account's `mountpoint` in the configuration file].
     mountpoint: Option<PathBuf>,
 }
@@ -56,6 +60,7 @@ pub(crate) fn run(args: MountArgs, config: &Config) -> Result<i32> {
         disk_cache,
         daemon,
         log_file,
+        replica,
         mountpoint,
     } = args;
     let mountpoint = match mountpoint.or_else(|| {
@@ -81,6 +86,7 @@ pub(crate) fn run(args: MountArgs, config: &Config) -> Result<i32> {
     )?;
     open.cache_dir = cache_dir.or(open.cache_dir);
     open.cache_bytes = disk_cache.map_or(open.cache_bytes, |m| m << 20);
+    open.replica = replica;
     let request = MountRequest {
         fsname: format!("backupfs:{location}"),
         open,
@@ -197,6 +203,9 @@ pub(crate) fn mount_in_background(
     }
     if let Some(key) = &req.open.key_file {
         req.open.key_file = Some(std::path::absolute(key)?);
+    }
+    if let Some(Location::Local(path)) = &req.open.replica {
+        req.open.replica = Some(Location::Local(std::path::absolute(path)?));
     }
     if let Some(state) = &req.open.state_dir {
         req.open.state_dir = Some(std::path::absolute(state)?);

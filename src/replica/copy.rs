@@ -30,7 +30,7 @@ pub struct CopyOptions {
 pub struct CopyReport {
     /// Snapshots copied, with their manifests' accounts and times, oldest first.
     pub copied: Vec<CatalogEntry>,
-    /// Snapshots the replica had already.
+    /// Snapshots the replica had already, or had pruned (older than its oldest of that account).
     pub present: usize,
     pub packs_sent: u64,
     /// Bytes of packs, pack index objects and manifests written.
@@ -50,14 +50,14 @@ pub fn copy(
     same_repository(primary, replica)?;
     primary.refresh()?;
     let mut report = CopyReport::default();
-    let there: HashSet<SnapshotId> = (replica.snapshots(None)?.into_iter())
-        .map(|s| s.id)
-        .collect();
+    let at_replica = replica.snapshots(None)?;
+    let there: HashSet<SnapshotId> = at_replica.iter().map(|s| s.id).collect();
+    let horizons = super::horizons(&at_replica);
     let forgetting = primary.forgetting()?;
     let mut wanted = primary.snapshots(opts.account.as_deref())?;
     wanted.retain(|s| !forgetting.contains(&s.id));
     let before = wanted.len();
-    wanted.retain(|s| !there.contains(&s.id));
+    wanted.retain(|s| super::wanted_by_replica(s, &there, &horizons));
     report.present = before - wanted.len();
     wanted.sort_by_key(|s| s.manifest.ordinal);
     for snapshot in wanted {

@@ -1,7 +1,8 @@
 //! `lag`: how far a replica is behind its primary, per account, for monitoring.
 //!
 //! The figure that matters for a recovery point objective is how long a snapshot committed at the primary has
-//! been waiting for the replica: the age of the oldest snapshot the replica lacks (0 when it lacks none).
+//! been waiting for the replica: the age of the oldest snapshot the replica lacks (0 when it lacks none), not
+//! counting those older than the replica's oldest of the account (its own prune forgot them).
 
 use super::{same_repository, ReplicaError};
 use crate::format::tree::Timestamp;
@@ -35,6 +36,7 @@ pub fn lag(
     let forgetting = primary.forgetting()?;
     let there = replica.snapshots(account)?;
     let replicated: HashSet<SnapshotId> = there.iter().map(|s| s.id).collect();
+    let horizons = super::horizons(&there);
     let mut out: BTreeMap<String, AccountLag> = BTreeMap::new();
     for s in primary.snapshots(account)? {
         if forgetting.contains(&s.id) {
@@ -50,7 +52,7 @@ pub fn lag(
             lag_s: 0,
         });
         entry.primary_newest = entry.primary_newest.max(Some(m.time));
-        if !replicated.contains(&s.id) {
+        if super::wanted_by_replica(&s, &replicated, &horizons) {
             entry.missing += 1;
             entry.oldest_missing = Some(entry.oldest_missing.map_or(m.time, |t| t.min(m.time)));
         }

@@ -7,9 +7,11 @@
 
 pub mod copy;
 pub mod lag;
+pub mod repair;
 
 pub use copy::{copy, CopyOptions, CopyReport};
 pub use lag::{lag, AccountLag};
+pub use repair::{repair_from, RepairFromReport};
 
 use crate::repo::{RepoError, Repository};
 
@@ -22,6 +24,34 @@ pub enum ReplicaError {
     NotAReplica { primary: String, replica: String },
     #[error(transparent)]
     Repo(#[from] RepoError),
+}
+
+/// Per account, the time of the replica's oldest snapshot. A primary's snapshot older than that is not wanted
+/// there: the replica's own prune forgot it (retention is independent), and copying it again would only have
+/// the next prune forget it again.
+pub fn horizons(
+    replica_snapshots: &[crate::index::CatalogEntry],
+) -> std::collections::HashMap<String, crate::format::tree::Timestamp> {
+    let mut oldest = std::collections::HashMap::new();
+    for s in replica_snapshots {
+        let t = oldest
+            .entry(s.manifest.account.clone())
+            .or_insert(s.manifest.time);
+        *t = (*t).min(s.manifest.time);
+    }
+    oldest
+}
+
+/// Whether the replica wants `s`: it lacks it, and it is not older than what the replica keeps.
+pub fn wanted_by_replica(
+    s: &crate::index::CatalogEntry,
+    there: &std::collections::HashSet<crate::format::SnapshotId>,
+    horizons: &std::collections::HashMap<String, crate::format::tree::Timestamp>,
+) -> bool {
+    !there.contains(&s.id)
+        && horizons
+            .get(&s.manifest.account)
+            .is_none_or(|&h| s.manifest.time >= h)
 }
 
 /// Refuses two repositories whose configs differ: copying between them would make objects the replica's

@@ -87,6 +87,8 @@ pub enum RepoError {
         recorded: String,
         location: String,
     },
+    #[error("{replica} is not a replica of this repository (its config differs)")]
+    NotAReplica { replica: String },
     #[error("{path} is held by another prune or index repair")]
     Locked { path: PathBuf },
     #[error(
@@ -120,6 +122,8 @@ pub struct OpenOptions {
     /// directory) and budget in bytes (0: none). A local repository has none.
     pub cache_dir: Option<PathBuf>,
     pub cache_bytes: u64,
+    /// A replica to read blobs from when this store's copy is missing or damaged (read-repair).
+    pub replica: Option<Location>,
     /// The key file of an encrypted repository, when given (`--key-file`, `BACKUPFS_KEY_FILE`, `key_file`);
     /// None: the default for the repository's id (`default_key_file`).
     pub key_file: Option<PathBuf>,
@@ -154,6 +158,7 @@ impl Default for OpenOptions {
             sync_interval: std::time::Duration::from_secs(30),
             cache_dir: None,
             cache_bytes: DEFAULT_DISK_CACHE_BYTES,
+            replica: None,
             key_file: None,
         }
     }
@@ -202,6 +207,22 @@ fn resolve_state(
             StateDir::separate_for(&StateDir::default_for(&config.repo_id, &at), &at)?
         }
     })
+}
+
+/// The store of a replica, once its config shows it is the same repository (another's blobs would only fail
+/// verification, but a mistake in the location should be told at once).
+fn open_replica(
+    at: &Location,
+    opts: &OpenOptions,
+    config: &Config,
+) -> Result<Box<dyn Backend>, RepoError> {
+    let backend = crate::backend::open(at, &opts.s3)?;
+    if &read_config(backend.as_ref(), at)? != config {
+        return Err(RepoError::NotAReplica {
+            replica: at.to_string(),
+        });
+    }
+    Ok(backend)
 }
 
 /// How a state directory names the location it follows: a local directory by its canonical path (however it
@@ -261,6 +282,8 @@ pub struct Repository {
     lost: lost::Lost,
     /// Verified blobs of a remote store kept on disk (mounts of object storage).
     disk: Option<DiskCache>,
+    /// A replica (`init --like`, filled by `copy`) that blobs failing at this store are read from.
+    replica: Option<Box<dyn Backend>>,
 }
 
 impl Repository {
@@ -338,6 +361,10 @@ impl Repository {
     ) -> Result<Self, RepoError> {
         let config = read_config(backend.as_ref(), location)?;
         let codec = key::codec_for(location, &config, opts.key_file.as_deref())?;
+        let replica = match &opts.replica {
+            Some(at) => Some(open_replica(at, opts, &config)?),
+            None => None,
+        };
         let state = resolve_state(location, opts, &config)?;
         if state.follows_store() && !state.index().exists() {
             // A machine new to this repository: an empty index, filled by the sync below.
@@ -382,6 +409,7 @@ impl Repository {
             spare: SpareBuffers::new(caches.chunks / 4),
             lost: lost::Lost::default(),
             disk: None,
+            replica,
         };
         repo.sync(true)?;
         let mut repo = repo;
@@ -509,12 +537,48 @@ impl Repository {
     }
 
     fn read_blob_once(&self, id: BlobId) -> Result<Vec<u8>, RepoError> {
-        match self.read_blob_from(id, self.disk.as_ref()) {
+        let store = self.backend.as_ref();
+        let result = match self.read_blob_from(id, self.disk.as_ref(), store) {
             // A damaged cache file: forgotten by `fetch`; the store's copy decides.
             Err(RepoError::BlobCorrupt { .. }) if self.disk.is_some() => {
-                self.read_blob_from(id, None)
+                self.read_blob_from(id, None, store)
             }
             other => other,
+        };
+        match (result, &self.replica) {
+            (Err(e @ (RepoError::BlobCorrupt { .. } | RepoError::Backend(_))), Some(replica)) => {
+                self.read_repaired(id, e, replica.as_ref())
+            }
+            (other, _) => other,
+        }
+    }
+
+    /// Read-repair: a blob the primary failed to give whole is read from the replica, which holds the same
+    /// packs under the same names, and verified like any other; the primary's failure stands if that fails too.
+    fn read_repaired(
+        &self,
+        id: BlobId,
+        failure: RepoError,
+        replica: &dyn Backend,
+    ) -> Result<Vec<u8>, RepoError> {
+        // A store that is slow or down is not damage: only objects that are missing or wrong are repaired.
+        if let RepoError::Backend(ref e) = failure {
+            if !matches!(e, BackendError::NotFound { .. }) {
+                return Err(failure);
+            }
+        }
+        match self.read_blob_from(id, None, replica) {
+            Ok(plain) => {
+                tracing::warn!("{failure}; served from the replica {}", replica.describe());
+                Ok(plain)
+            }
+            Err(again) => {
+                tracing::warn!(
+                    "{failure}; the replica {} could not help: {again}",
+                    replica.describe()
+                );
+                Err(failure)
+            }
         }
     }
 
@@ -524,18 +588,23 @@ impl Repository {
         id: BlobId,
         loc: &crate::index::BlobLocation,
         disk: Option<&DiskCache>,
+        store: &dyn Backend,
         buf: &mut [u8],
     ) -> Result<bool, RepoError> {
         if let Some(bytes) = disk.and_then(|d| d.get(id, buf.len())) {
             buf.copy_from_slice(&bytes);
             return Ok(true);
         }
-        self.backend
-            .read_at(Object::Pack(loc.pack), loc.offset, buf)?;
+        store.read_at(Object::Pack(loc.pack), loc.offset, buf)?;
         Ok(false)
     }
 
-    fn read_blob_from(&self, id: BlobId, disk: Option<&DiskCache>) -> Result<Vec<u8>, RepoError> {
+    fn read_blob_from(
+        &self,
+        id: BlobId,
+        disk: Option<&DiskCache>,
+        store: &dyn Backend,
+    ) -> Result<Vec<u8>, RepoError> {
         let loc = self.locate(id)?.ok_or(RepoError::BlobMissing { id })?;
         let corrupt = || {
             self.lost.add_blob(id);
@@ -559,7 +628,7 @@ impl Repository {
                 // A reused buffer's bytes are initialised already: only growth needs zeroing.
                 plain.truncate(stored_len);
                 plain.resize(stored_len, 0);
-                cached = self.fetch(id, &loc, disk, &mut plain)?;
+                cached = self.fetch(id, &loc, disk, store, &mut plain)?;
                 if disk.is_some() && !cached && self.codec.is_encrypted() {
                     to_remember = Some(plain.clone());
                 }
@@ -576,7 +645,7 @@ impl Repository {
                     stored.resize(stored_len, 0);
                 }
                 let stored_bytes = &mut stored[..stored_len];
-                cached = self.fetch(id, &loc, disk, stored_bytes)?;
+                cached = self.fetch(id, &loc, disk, store, stored_bytes)?;
                 if disk.is_some() && !cached {
                     to_remember = Some(stored_bytes.to_vec());
                 }
