@@ -444,3 +444,76 @@ fn a_replica_keeps_its_own_retention_and_copy_does_not_bring_back_what_it_pruned
     );
     check_clean(&replica);
 }
+
+#[test]
+fn replicas_in_buckets_need_no_delete_permission_and_mount_with_the_same_inodes() {
+    use common::fault_proxy::FaultProxy;
+    use common::garage::{Garage, BUCKET};
+    let g = Garage::start();
+    g.wait_ready();
+    let t = TempDir::new("replica-s3");
+    let (src, repo) = primary(&t);
+    // The replica's credentials may add objects but not delete them (an IAM policy without s3:DeleteObject).
+    let proxy = FaultProxy::start(g.endpoint(1).trim_start_matches("http://"), vec![]);
+    proxy.refuse_deletes();
+    let config = t.join("s3.toml");
+    std::fs::write(
+        &config,
+        "[s3]\nregion = \"garage\"\ntimeout_s = 30\nlist_interval_s = 2\n",
+    )
+    .unwrap();
+    let offsite = format!("s3:{}/{BUCKET}/offsite", proxy.endpoint());
+    let second = format!("s3:{}/{BUCKET}/second", g.endpoint(2));
+    let s3 = |c: &mut Command| {
+        c.env("BACKUPFS_CONFIG", &config).envs(g.env());
+    };
+    let mut init = bin();
+    s3(&mut init);
+    ok(init.arg("init").arg("--like").arg(&repo).arg(&offsite));
+    let mut c = copy(&repo, Path::new(&offsite));
+    s3(&mut c);
+    let first = json(&ok(c.arg("--to-state-dir").arg(t.join("offsite-state"))));
+    assert_eq!(first["copied"].as_array().unwrap().len(), 3, "{first}");
+    // Bucket to bucket, from the replica to a second one (another node of the cluster).
+    let mut init = bin();
+    s3(&mut init);
+    ok(init.arg("init").arg("--like").arg(&offsite).arg(&second));
+    let mut c = bin();
+    s3(&mut c);
+    c.args(["copy", "--json", "--repo", &offsite, "--state-dir"])
+        .arg(t.join("offsite-state2"));
+    let chained = json(&ok(c
+        .args(["--to", &second, "--to-state-dir"])
+        .arg(t.join("second-state"))));
+    assert_eq!(chained["copied"].as_array().unwrap().len(), 3, "{chained}");
+    // A second copy sends nothing.
+    let mut c = copy(&repo, Path::new(&offsite));
+    s3(&mut c);
+    let again = json(&ok(c.arg("--to-state-dir").arg(t.join("offsite-state"))));
+    assert_eq!(again["packs_sent"].as_u64(), Some(0), "{again}");
+    eprintln!(
+        "DELETEs refused during the copies: {}",
+        proxy.refused_deletes()
+    );
+
+    let m1 = mount_args(&repo, &["--account", "alice"], &t.join("m1"));
+    let env: Vec<(String, String)> = g
+        .env()
+        .into_iter()
+        .chain([("BACKUPFS_CONFIG".to_string(), config.display().to_string())])
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let state = t.join("mount-state");
+    let m2 = Mount::with(
+        Path::new(&second),
+        "alice",
+        &t.join("m2"),
+        &["--state-dir", state.to_str().unwrap()],
+        &env,
+    );
+    assert_same_tree(&describe(&src), &describe(&m2.latest_in("")));
+    assert!(
+        inode_map(&m1.path) == inode_map(&m2.path),
+        "inode numbers differ between the primary and the bucket replica"
+    );
+}

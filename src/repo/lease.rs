@@ -97,9 +97,14 @@ impl Repository {
             };
             let expired = listing.now - l.modified > ttl().as_secs() as i64;
             if expired || l.name.starts_with(&machine_hex) {
-                match self.backend.remove(Object::Lease(name)) {
-                    Ok(()) | Err(BackendError::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
+                // Dead whether or not it can be deleted: credentials that may add but not delete (a copy to a
+                // replica) leave their leases for a machine with more rights, or their expiry, to sweep.
+                if let Err(e) = self.backend.remove(Object::Lease(name)) {
+                    if !matches!(e, BackendError::NotFound { .. }) {
+                        tracing::debug!(
+                            "{e}; the dead lease stays until another writer deletes it"
+                        );
+                    }
                 }
                 continue;
             }

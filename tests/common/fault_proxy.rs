@@ -48,6 +48,10 @@ struct Shared {
     requests: AtomicU64,
     faults: AtomicU64,
     stop: AtomicBool,
+    /// Answer every DELETE 403 AccessDenied without forwarding: credentials that may add but not delete.
+    refuse_deletes: AtomicBool,
+    /// DELETEs refused so far.
+    refused: AtomicU64,
     /// Open client connections, so that dropping the proxy can close them and end their threads.
     conns: Mutex<HashMap<u64, TcpStream>>,
 }
@@ -64,6 +68,8 @@ impl FaultProxy {
             requests: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            refuse_deletes: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
         });
         let s = shared.clone();
@@ -87,6 +93,16 @@ impl FaultProxy {
     /// Requests that got a fault other than Pass.
     pub fn faults(&self) -> u64 {
         self.shared.faults.load(SeqCst)
+    }
+
+    /// From now on, every DELETE is refused with 403 AccessDenied (as an IAM policy without s3:DeleteObject).
+    pub fn refuse_deletes(&self) {
+        self.shared.refuse_deletes.store(true, SeqCst);
+    }
+
+    /// DELETEs refused so far.
+    pub fn refused_deletes(&self) -> u64 {
+        self.shared.refused.load(SeqCst)
     }
 
     /// Replaces the plan; the next request gets its first entry.
@@ -159,7 +175,12 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
         let fault = shared.next_fault();
         let close = req.start.ends_with("HTTP/1.0") || req.has("connection", "close");
         let head_only = req.start.starts_with("HEAD ");
+        let denied = req.start.starts_with("DELETE ") && shared.refuse_deletes.load(SeqCst);
+        if denied {
+            shared.refused.fetch_add(1, SeqCst);
+        }
         let resp = match fault {
+            _ if denied => canned_status("AccessDenied", "HTTP/1.1 403 Forbidden"),
             Fault::Status503 => canned("ServiceUnavailable"),
             Fault::SlowDown => canned("SlowDown"),
             Fault::Reset => return hang_up(&out),
@@ -376,11 +397,14 @@ fn forward(upstream: &str, req: &Message, head_only: bool) -> io::Result<Message
 
 /// An S3 error answer, as an unavailable or throttling server sends it.
 fn canned(code: &str) -> Message {
+    canned_status(code, "HTTP/1.1 503 Service Unavailable")
+}
+
+fn canned_status(code: &str, start: &str) -> Message {
     let body = format!("<Error><Code>{code}</Code><Message>injected</Message></Error>");
     let headers = vec![
         ("Content-Type".to_string(), " application/xml".to_string()),
         ("Content-Length".to_string(), format!(" {}", body.len())),
     ];
-    let start = "HTTP/1.1 503 Service Unavailable".to_string();
-    Message::new(start, headers, body.into_bytes())
+    Message::new(start.to_string(), headers, body.into_bytes())
 }
