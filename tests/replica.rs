@@ -517,3 +517,88 @@ fn replicas_in_buckets_need_no_delete_permission_and_mount_with_the_same_inodes(
         "inode numbers differ between the primary and the bucket replica"
     );
 }
+
+/// Rounds of `copy` killed with SIGKILL at random moments (`BACKUPFS_COPY_ROUNDS`, default 4; raise it for a
+/// soak), each followed by a check of the replica as a new machine sees it.
+#[test]
+fn a_copy_killed_at_random_moments_resumes_and_the_replica_stays_whole() {
+    let t = TempDir::new("replica-kill");
+    let (src, repo) = primary(&t);
+    // More data, so that the copy takes long enough to be killed inside.
+    std::fs::write(src.join("big.bin"), noise(7, 24 << 20)).unwrap();
+    backup(&repo, "alice", &src, Some("2026-11-03T03:00:00Z"));
+    let rounds: u64 = std::env::var("BACKUPFS_COPY_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let replica = t.join("replica");
+    let started = std::time::Instant::now();
+    init_like(&repo, &replica);
+    ok(&mut copy(&repo, &replica));
+    let full = started.elapsed();
+    for round in 0..rounds {
+        init_like(&repo, &replica);
+        let seed = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64)
+            ^ round;
+        let delay = full.mul_f64((seed % 1000) as f64 / 1000.0);
+        run_and_kill(&mut copy(&repo, &replica), delay);
+        let fresh = t.join(&format!("state-{round}"));
+        let check = run(bin()
+            .args(["check", "--read-data", "--repo"])
+            .arg(&replica)
+            .arg("--state-dir")
+            .arg(&fresh));
+        assert!(
+            check.status.success(),
+            "round {round}, killed after {delay:?}: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        ok(&mut copy(&repo, &replica));
+        assert_eq!(objects(&repo), objects(&replica), "round {round}");
+    }
+}
+
+#[test]
+fn a_prune_of_the_primary_during_a_copy_loses_nothing() {
+    let t = TempDir::new("replica-prune-race");
+    let (src, repo) = primary(&t);
+    for night in 3..6 {
+        mutate(&src, "replica", night - 1);
+        backup(
+            &repo,
+            "alice",
+            &src,
+            Some(&format!("2026-11-{night:02}T03:00:00Z")),
+        );
+    }
+    let replica = t.join("replica");
+    init_like(&repo, &replica);
+    let copier = copy(&repo, &replica)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    ok(bin()
+        .args([
+            "prune",
+            "--keep-last",
+            "2",
+            "--repack-threshold",
+            "1",
+            "--repo",
+        ])
+        .arg(&repo));
+    let out = copier.wait_with_output().unwrap();
+    // Snapshots the prune forgot before the copy reached them are not copied; what was copied is whole.
+    assert!(
+        out.status.success() || out.status.code() == Some(1),
+        "{out:?}"
+    );
+    check_clean(&replica);
+    ok(&mut copy(&repo, &replica));
+    check_clean(&replica);
+    let m = mount_args(&replica, &["--account", "alice"], &t.join("mnt"));
+    assert_same_tree(&describe(&src), &describe(&m.latest_in("")));
+}
