@@ -60,7 +60,7 @@ install -d "$pkg/sbin"
 ln -s /usr/bin/backupfs "$pkg/sbin/mount.fuse.backupfs"
 
 # systemd units (Debian 12 keeps packaged units in /lib/systemd/system).
-for u in backupfs-mount@.service backupfs-backup@.service backupfs-backup@.timer; do
+for u in backupfs-mount@.service backupfs-backup@.service backupfs-backup@.timer backupfs-copy@.service; do
     install -D -m 0644 "$here/systemd/$u" "$pkg/lib/systemd/system/$u"
 done
 

@@ -227,6 +227,7 @@ fn debian_package_installs_and_mounts_through_mount_and_fstab() {
         "./lib/systemd/system/backupfs-mount@.service",
         "./lib/systemd/system/backupfs-backup@.service",
         "./lib/systemd/system/backupfs-backup@.timer",
+        "./lib/systemd/system/backupfs-copy@.service",
         "./usr/share/man/man1/backupfs.1.gz",
         "./usr/share/man/man1/backupfs-mount.1.gz",
         "./usr/share/man/man8/mount.fuse.backupfs.8.gz",
@@ -271,6 +272,7 @@ fn debian_package_installs_and_mounts_through_mount_and_fstab() {
         "backupfs-mount@.service",
         "backupfs-backup@.service",
         "backupfs-backup@.timer",
+        "backupfs-copy@.service",
     ] {
         assert_eq!(
             std::fs::read(Path::new("/lib/systemd/system").join(u)).unwrap(),
@@ -284,6 +286,7 @@ fn debian_package_installs_and_mounts_through_mount_and_fstab() {
             "backupfs-mount@alice.service",
             "backupfs-backup@alice.service",
             "backupfs-backup@alice.timer",
+            "backupfs-copy@offsite.service",
             "home-alice-admin-backup.mount",
             "home-alice-admin-backup.automount",
         ],
