@@ -332,6 +332,37 @@ fn file_handles_reopen_after_the_daemon_restarts() {
     );
 }
 
+/// Failover: handles taken on a mount of the primary open on a mount of its replica (`init --like`, `copy`) at
+/// the same place, since a copy keeps inode numbers and generations.
+#[test]
+fn file_handles_taken_on_the_primary_open_on_its_replica() {
+    let f = fixture("fh-replica", "35");
+    let mut m = Mount::new(&f.repo, "alice", &f.mountpoint);
+    let taken = take_handles(&m, nested_targets(&f, ""));
+    assert!(m.stop().success(), "daemon did not exit cleanly on SIGTERM");
+    let replica = f.repo.with_file_name("replica");
+    let ok = |c: &mut std::process::Command| {
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{c:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(bin().arg("init").arg("--like").arg(&f.repo).arg(&replica));
+    ok(bin()
+        .arg("copy")
+        .arg("--repo")
+        .arg(&f.repo)
+        .arg("--to")
+        .arg(&replica));
+    std::fs::remove_dir_all(&f.repo).unwrap();
+
+    let m = Mount::new(&replica, "alice", &f.mountpoint);
+    reopen_all(&m, &taken, "failover to the replica");
+    stale_handles_are_refused(&m, &taken[0]);
+}
+
 #[test]
 fn file_handles_reopen_after_the_kernel_drops_its_caches() {
     let f = fixture("fh-drop", "32");
