@@ -602,3 +602,58 @@ fn a_prune_of_the_primary_during_a_copy_loses_nothing() {
     let m = mount_args(&replica, &["--account", "alice"], &t.join("mnt"));
     assert_same_tree(&describe(&src), &describe(&m.latest_in("")));
 }
+
+#[test]
+fn a_prune_of_the_replica_during_a_copy_leaves_it_whole() {
+    let t = TempDir::new("replica-prune-replica");
+    let (src, repo) = primary(&t);
+    std::fs::write(src.join("big.bin"), noise(9, 16 << 20)).unwrap();
+    for night in 3..6 {
+        mutate(&src, "replica", night - 1);
+        backup(
+            &repo,
+            "alice",
+            &src,
+            Some(&format!("2026-11-{night:02}T03:00:00Z")),
+        );
+    }
+    let replica = t.join("replica");
+    init_like(&repo, &replica);
+    ok(copy(&repo, &replica).args(["--account", "bob"]));
+    for round in 0..3 {
+        let copier = copy(&repo, &replica)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let prune = run(bin()
+            .args(["prune", "--keep-last", "2", "--repo"])
+            .arg(&replica));
+        let copied = copier.wait_with_output().unwrap();
+        // Either may lose the race (a copy whose blobs the prune dropped fails and is retried); neither may
+        // leave the replica with a snapshot it cannot serve.
+        assert!(
+            prune.status.success() || prune.status.code() == Some(1),
+            "{prune:?}"
+        );
+        assert!(
+            copied.status.success() || copied.status.code() == Some(1),
+            "{copied:?}"
+        );
+        let fresh = t.join(&format!("state-{round}"));
+        let check = run(bin()
+            .args(["check", "--read-data", "--repo"])
+            .arg(&replica)
+            .arg("--state-dir")
+            .arg(&fresh));
+        assert!(
+            check.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+    }
+    ok(&mut copy(&repo, &replica));
+    check_clean(&replica);
+    let m = mount_args(&replica, &["--account", "alice"], &t.join("mnt"));
+    assert_same_tree(&describe(&src), &describe(&m.latest_in("")));
+}
