@@ -769,6 +769,8 @@ fn copy_of(r: &Encrypted, label: &str) -> Encrypted {
         cp_a(from, &to);
     }
     let (repo, state, key) = (t.join("repo"), t.join("state"), t.join("key"));
+    // The state directory follows the repository to its new place, as after a move.
+    fs::remove_file(state.join("location")).unwrap();
     Encrypted {
         t,
         repo,

@@ -50,6 +50,38 @@ fn objects(repo: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// `check --read-data` of the replica as a machine that never saw it does it: from a new state directory, which
+/// lists every manifest the replica holds (a catalog-less manifest a killed copy left would show here).
+fn check_as_a_new_machine(t: &TempDir, replica: &Path, when: &str) {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let fresh = t.join(&format!("new-machine-{n}"));
+    let check = run(bin()
+        .args(["check", "--read-data", "--repo"])
+        .arg(replica)
+        .arg("--state-dir")
+        .arg(&fresh));
+    assert!(
+        check.status.success(),
+        "{when}: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// Backs up alice's source on each of `nights` (days of November), mutated before each.
+fn more_nights(src: &Path, repo: &Path, nights: std::ops::Range<u32>) {
+    for night in nights {
+        mutate(src, "replica", night - 1);
+        backup(
+            repo,
+            "alice",
+            src,
+            Some(&format!("2026-11-{night:02}T03:00:00Z")),
+        );
+    }
+}
+
 fn copy(primary: &Path, replica: &Path) -> Command {
     let mut c = bin();
     c.arg("copy")
@@ -156,18 +188,7 @@ fn a_copy_killed_before_each_write_leaves_a_replica_that_serves_all_it_lists() {
             String::from_utf8_lossy(&out.stderr)
         );
         // Whatever the replica holds, it serves whole: a new machine lists every manifest it finds there.
-        let fresh = t.join(&format!("state-{n}"));
-        let check = run(bin()
-            .args(["check", "--read-data", "--repo"])
-            .arg(&replica)
-            .arg("--state-dir")
-            .arg(&fresh));
-        assert!(
-            check.status.success(),
-            "killed at {n}: {}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
+        check_as_a_new_machine(&t, &replica, &format!("killed at {n}"));
         let listed = json(&ok(bin()
             .args(["snapshots", "--json", "--repo"])
             .arg(&replica)));
@@ -545,16 +566,10 @@ fn a_copy_killed_at_random_moments_resumes_and_the_replica_stays_whole() {
             ^ round;
         let delay = full.mul_f64((seed % 1000) as f64 / 1000.0);
         run_and_kill(&mut copy(&repo, &replica), delay);
-        let fresh = t.join(&format!("state-{round}"));
-        let check = run(bin()
-            .args(["check", "--read-data", "--repo"])
-            .arg(&replica)
-            .arg("--state-dir")
-            .arg(&fresh));
-        assert!(
-            check.status.success(),
-            "round {round}, killed after {delay:?}: {}",
-            String::from_utf8_lossy(&check.stdout)
+        check_as_a_new_machine(
+            &t,
+            &replica,
+            &format!("round {round}, killed after {delay:?}"),
         );
         ok(&mut copy(&repo, &replica));
         assert_eq!(objects(&repo), objects(&replica), "round {round}");
@@ -565,15 +580,7 @@ fn a_copy_killed_at_random_moments_resumes_and_the_replica_stays_whole() {
 fn a_prune_of_the_primary_during_a_copy_loses_nothing() {
     let t = TempDir::new("replica-prune-race");
     let (src, repo) = primary(&t);
-    for night in 3..6 {
-        mutate(&src, "replica", night - 1);
-        backup(
-            &repo,
-            "alice",
-            &src,
-            Some(&format!("2026-11-{night:02}T03:00:00Z")),
-        );
-    }
+    more_nights(&src, &repo, 3..6);
     let replica = t.join("replica");
     init_like(&repo, &replica);
     let copier = copy(&repo, &replica)
@@ -608,15 +615,7 @@ fn a_prune_of_the_replica_during_a_copy_leaves_it_whole() {
     let t = TempDir::new("replica-prune-replica");
     let (src, repo) = primary(&t);
     std::fs::write(src.join("big.bin"), noise(9, 16 << 20)).unwrap();
-    for night in 3..6 {
-        mutate(&src, "replica", night - 1);
-        backup(
-            &repo,
-            "alice",
-            &src,
-            Some(&format!("2026-11-{night:02}T03:00:00Z")),
-        );
-    }
+    more_nights(&src, &repo, 3..6);
     let replica = t.join("replica");
     init_like(&repo, &replica);
     ok(copy(&repo, &replica).args(["--account", "bob"]));
@@ -640,17 +639,7 @@ fn a_prune_of_the_replica_during_a_copy_leaves_it_whole() {
             copied.status.success() || copied.status.code() == Some(1),
             "{copied:?}"
         );
-        let fresh = t.join(&format!("state-{round}"));
-        let check = run(bin()
-            .args(["check", "--read-data", "--repo"])
-            .arg(&replica)
-            .arg("--state-dir")
-            .arg(&fresh));
-        assert!(
-            check.status.success(),
-            "round {round}: {}",
-            String::from_utf8_lossy(&check.stdout)
-        );
+        check_as_a_new_machine(&t, &replica, &format!("round {round}"));
     }
     ok(&mut copy(&repo, &replica));
     check_clean(&replica);

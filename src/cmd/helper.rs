@@ -48,6 +48,11 @@ pub(crate) const HELPER_OPTIONS: &[(&str, &str)] = &[
          /etc/backupfs/keys/ID.key).",
     ),
     (
+        "replica=LOCATION",
+        "A replica of the repository (init --like, filled by copy): blobs missing or damaged here are read \
+         from it, verified (read-repair).",
+    ),
+    (
         "cache_dir=PATH",
         "Object storage: the on-disk cache of verified blobs (default: [mount] cache_dir, else STATE/cache).",
     ),
@@ -242,7 +247,7 @@ pub(crate) fn helper_main() -> ! {
     }
     let (mut account, mut allow_other, mut threads) = (None, false, None);
     let (mut config_path, mut log, mut state_dir, mut key_file) = (None, None, None, None);
-    let (mut cache_dir, mut disk_cache) = (None, None);
+    let (mut cache_dir, mut disk_cache, mut replica) = (None, None, None);
     let (mut tree_cache, mut chunk_cache) = (None, None);
     for opt in cli.options.iter().flat_map(|o| o.split(',')) {
         let (name, value) = match opt.split_once('=') {
@@ -272,6 +277,10 @@ pub(crate) fn helper_main() -> ! {
             ("log", Some(v)) => log = Some(PathBuf::from(v)),
             ("state_dir", Some(v)) => state_dir = Some(PathBuf::from(v)),
             ("key_file", Some(v)) => key_file = Some(PathBuf::from(v)),
+            ("replica", Some(v)) => match Location::parse(v) {
+                Ok(l) => replica = Some(l),
+                Err(e) => usage(format!("option replica={v}: {}", e.why)),
+            },
             ("cache_dir", Some(v)) => cache_dir = Some(PathBuf::from(v)),
             ("disk_cache", Some(v)) => match v.parse::<u64>() {
                 Ok(n) => disk_cache = Some(n),
@@ -284,7 +293,7 @@ pub(crate) fn helper_main() -> ! {
             (n, Some(_)) if n.starts_with("x-") || n == "comment" => {}
             _ if cli.sloppy => tracing::warn!("ignoring unknown mount option {opt:?}"),
             _ => usage(format!(
-                "unknown mount option {opt:?} (known: account=NAME, allow_other, threads=N, tree_cache=MIB, chunk_cache=MIB, config=PATH, log=PATH, state_dir=PATH, key_file=PATH, cache_dir=PATH, disk_cache=MIB)"
+                "unknown mount option {opt:?} (known: account=NAME, allow_other, threads=N, tree_cache=MIB, chunk_cache=MIB, config=PATH, log=PATH, state_dir=PATH, key_file=PATH, replica=LOCATION, cache_dir=PATH, disk_cache=MIB)"
             )),
         }
     }
@@ -307,6 +316,7 @@ pub(crate) fn helper_main() -> ! {
     };
     open.cache_dir = cache_dir.or(open.cache_dir);
     open.cache_bytes = disk_cache.map_or(open.cache_bytes, |m: u64| m << 20);
+    open.replica = replica;
     let request = MountRequest {
         fsname: cli.source.to_string(),
         repo: cli.source,

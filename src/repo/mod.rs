@@ -79,7 +79,8 @@ pub enum RepoError {
     TreeIndex { id: TreeId, what: String },
     #[error(
         "state directory {} holds the index of {recorded}, not of {location} (a replica has the same repository \
-         id as its primary): give each its own --state-dir",
+         id as its primary): give each its own --state-dir; if the repository itself moved, remove {}/location",
+        state.display(),
         state.display()
     )]
     StateOfAnother {
