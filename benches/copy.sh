@@ -2,6 +2,7 @@
 # Replication figures on this machine (issue 16): copy throughput local to local, a second copy with nothing new,
 # an incremental copy, read-repair of a damaged pack through a mount, and check --repair-from.
 #   bash benches/copy.sh [WORKDIR]      (root; default /var/tmp/backupfs-copy-bench, removed afterwards)
+#   FOLLOW_MEDIUM=1 bash benches/copy.sh   also: copy --follow's delay for a nightly delta of the medium corpus
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=target/release/backupfs
@@ -38,3 +39,25 @@ umount "$work/mnt"
 echo "read-repair: 512 MiB file read through the mount with a damaged $((psize >> 20)) MiB pack: $(secs "$t0" "$t1") s"
 t0=$(now); "$bin" check --repo "$work/prim" --read-data --repair-from "$work/repl" 2>&1 | grep -c 'repaired:' | sed 's/^/objects repaired: /'; t1=$(now)
 echo "check --read-data --repair-from (whole repository read and verified, the damaged pack rewritten): $(secs "$t0" "$t1") s"
+
+# copy --follow: from the commit of a nightly backup of the medium corpus to the snapshot listed at the replica.
+if [ "${FOLLOW_MEDIUM:-0}" = 1 ]; then
+    med="$work/medium"
+    mkdir -p "$med"
+    python3 fixtures/gen_tree.py create "$med/src" --seed follow --scale medium
+    "$bin" init "$med/prim" >/dev/null
+    "$bin" backup --repo "$med/prim" --account alice "$med/src" >/dev/null
+    "$bin" init --like "$med/prim" "$med/repl" >/dev/null
+    t0=$(now); "$bin" copy --repo "$med/prim" --to "$med/repl" >/dev/null; t1=$(now)
+    echo "medium: first copy of $(du -sm "$med/prim/packs" | cut -f1) MiB of packs in $(secs "$t0" "$t1") s"
+    "$bin" copy --repo "$med/prim" --to "$med/repl" --follow >/dev/null 2>&1 &
+    follower=$!
+    python3 fixtures/gen_tree.py mutate "$med/src" --seed follow --scale medium --day 1
+    "$bin" backup --repo "$med/prim" --account alice "$med/src" >/dev/null
+    t0=$(now)
+    count() { "$bin" snapshots --repo "$med/repl" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+    until [ "$(count)" = 2 ]; do sleep 0.2; done
+    t1=$(now)
+    kill "$follower"
+    echo "medium: copy --follow (--interval 5): the day-1 snapshot listed at the replica $(secs "$t0" "$t1") s after its commit"
+fi
