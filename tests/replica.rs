@@ -477,22 +477,34 @@ fn replicas_in_buckets_need_no_delete_permission_and_mount_with_the_same_inodes(
     // The replica's credentials may add objects but not delete them (an IAM policy without s3:DeleteObject).
     let proxy = FaultProxy::start(g.endpoint(1).trim_start_matches("http://"), vec![]);
     proxy.refuse_deletes();
+    let offsite = format!("s3:{}/{BUCKET}/offsite", proxy.endpoint());
+    let second = format!("s3:{}/{BUCKET}/second", g.endpoint(2));
+    // The replica is reached with its own section: the main [s3] (a primary's, at another provider) has a
+    // region Garage refuses and a failover node that does not exist.
+    let replica_config = t.join("replicas.toml");
+    std::fs::write(
+        &replica_config,
+        format!(
+            "[s3]\nregion = \"elsewhere\"\nendpoints = [\"http://127.0.0.1:9\"]\n\
+             [replicas.\"{offsite}\"]\nregion = \"garage\"\ntimeout_s = 30\n"
+        ),
+    )
+    .unwrap();
     let config = t.join("s3.toml");
     std::fs::write(
         &config,
         "[s3]\nregion = \"garage\"\ntimeout_s = 30\nlist_interval_s = 2\n",
     )
     .unwrap();
-    let offsite = format!("s3:{}/{BUCKET}/offsite", proxy.endpoint());
-    let second = format!("s3:{}/{BUCKET}/second", g.endpoint(2));
-    let s3 = |c: &mut Command| {
-        c.env("BACKUPFS_CONFIG", &config).envs(g.env());
+    let with = |c: &mut Command, config: &Path| {
+        c.env("BACKUPFS_CONFIG", config).envs(g.env());
     };
+    let s3 = |c: &mut Command| with(c, &config);
     let mut init = bin();
-    s3(&mut init);
+    with(&mut init, &replica_config);
     ok(init.arg("init").arg("--like").arg(&repo).arg(&offsite));
     let mut c = copy(&repo, Path::new(&offsite));
-    s3(&mut c);
+    with(&mut c, &replica_config);
     let first = json(&ok(c.arg("--to-state-dir").arg(t.join("offsite-state"))));
     assert_eq!(first["copied"].as_array().unwrap().len(), 3, "{first}");
     // Bucket to bucket, from the replica to a second one (another node of the cluster).
@@ -507,9 +519,24 @@ fn replicas_in_buckets_need_no_delete_permission_and_mount_with_the_same_inodes(
         .args(["--to", &second, "--to-state-dir"])
         .arg(t.join("second-state"))));
     assert_eq!(chained["copied"].as_array().unwrap().len(), 3, "{chained}");
+    // A replica without its section is reached with the main [s3] (region "elsewhere"): the store refuses.
+    let mut c = bin();
+    with(&mut c, &replica_config);
+    let out = run(c
+        .args(["lag", "--repo"])
+        .arg(&repo)
+        .args(["--to", &second, "--to-state-dir"])
+        .arg(t.join("x")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("second") && !err.contains("not a backupfs repository"),
+        "{err}"
+    );
+    eprintln!("without its section: {err}");
     // A second copy sends nothing.
     let mut c = copy(&repo, Path::new(&offsite));
-    s3(&mut c);
+    with(&mut c, &replica_config);
     let again = json(&ok(c.arg("--to-state-dir").arg(t.join("offsite-state"))));
     assert_eq!(again["packs_sent"].as_u64(), Some(0), "{again}");
     eprintln!(

@@ -31,7 +31,10 @@ pub(crate) fn run(args: CheckArgs, config: &Config) -> Result<i32> {
     } else {
         read_data_subset.unwrap_or(0.0)
     };
-    let s3 = resolve_repo(&repo, config)?.1.s3;
+    let s3 = match &repair_from {
+        Some(at) => Some(config.s3.replica_settings(&config.replicas, at)?),
+        None => None,
+    };
     let repo = match open_repo(&repo, config) {
         Err(e) if is_unusable_index(&e) => {
             println!("DAMAGED: {}", one_line(&e));
@@ -39,7 +42,7 @@ pub(crate) fn run(args: CheckArgs, config: &Config) -> Result<i32> {
         }
         other => other?,
     };
-    if let Some(replica) = repair_from {
+    if let (Some(replica), Some(s3)) = (repair_from, s3) {
         repair_from_replica(&repo, &replica, &s3)?;
     }
     let report = check(&repo, fraction)?;

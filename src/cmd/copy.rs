@@ -25,8 +25,9 @@ impl ReplicaArg {
             config,
             CacheSizes::default(),
         )?;
-        // The primary's state directory from the configuration file is not the replica's.
+        // The primary's state directory from the configuration file is not the replica's, nor are its S3 settings.
         opts.state_dir = self.to_state_dir.clone();
+        opts.s3 = config.s3.replica_settings(&config.replicas, &self.to)?;
         Ok(Repository::open(&self.to, &opts)?)
     }
 }

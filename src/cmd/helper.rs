@@ -316,7 +316,13 @@ pub(crate) fn helper_main() -> ! {
     };
     open.cache_dir = cache_dir.or(open.cache_dir);
     open.cache_bytes = disk_cache.map_or(open.cache_bytes, |m: u64| m << 20);
-    open.replica = replica;
+    open.replica = match replica {
+        Some(at) => match config.s3.replica_settings(&config.replicas, &at) {
+            Ok(s3) => Some((at, s3)),
+            Err(e) => usage(format!("option replica: {e}")),
+        },
+        None => None,
+    };
     let request = MountRequest {
         fsname: cli.source.to_string(),
         repo: cli.source,

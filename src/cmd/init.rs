@@ -62,9 +62,13 @@ pub(crate) fn run(args: InitArgs, config: &Config) -> Result<i32> {
         CacheSizes::default(),
     )?;
     if let Some(primary) = like {
-        let backend = backupfs::backend::open(&primary, &opts.s3)?;
-        let config = backupfs::repo::read_config(backend.as_ref(), &primary)?;
-        Repository::init(&location, &opts, &config)?;
+        let primary_s3 = open_options(&primary, None, None, config, CacheSizes::default())?.s3;
+        let backend = backupfs::backend::open(&primary, &primary_s3)?;
+        let repo_config = backupfs::repo::read_config(backend.as_ref(), &primary)?;
+        // The new location is a replica: reached with its own settings (`[replicas."LOCATION"]`).
+        let mut opts = opts;
+        opts.s3 = config.s3.replica_settings(&config.replicas, &location)?;
+        Repository::init(&location, &opts, &repo_config)?;
         println!(
             "created repository {location}, a replica of {primary} (fill it with `backupfs copy`)"
         );

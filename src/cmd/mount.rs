@@ -86,7 +86,13 @@ pub(crate) fn run(args: MountArgs, config: &Config) -> Result<i32> {
     )?;
     open.cache_dir = cache_dir.or(open.cache_dir);
     open.cache_bytes = disk_cache.map_or(open.cache_bytes, |m| m << 20);
-    open.replica = replica;
+    open.replica = match replica {
+        Some(at) => {
+            let s3 = config.s3.replica_settings(&config.replicas, &at)?;
+            Some((at, s3))
+        }
+        None => None,
+    };
     let request = MountRequest {
         fsname: format!("backupfs:{location}"),
         open,
@@ -204,8 +210,8 @@ pub(crate) fn mount_in_background(
     if let Some(key) = &req.open.key_file {
         req.open.key_file = Some(std::path::absolute(key)?);
     }
-    if let Some(Location::Local(path)) = &req.open.replica {
-        req.open.replica = Some(Location::Local(std::path::absolute(path)?));
+    if let Some((Location::Local(path), s3)) = &req.open.replica {
+        req.open.replica = Some((Location::Local(std::path::absolute(path)?), s3.clone()));
     }
     if let Some(state) = &req.open.state_dir {
         req.open.state_dir = Some(std::path::absolute(state)?);

@@ -15,6 +15,10 @@
 //! timeout_s = 30                         # a request, retries included, fails after this (a read's EIO)
 //! list_interval_s = 30                   # how often mounts list the bucket for new snapshots
 //!
+//! [replicas."s3:https://s3.other.example/offsite"]  # a replica's store (copy --to, mount --replica, ...)
+//! region = "eu-west-1"                   # its own [s3]-like settings; without a section: [s3] minus endpoints
+//! credentials_file = "/etc/backupfs/offsite-credentials"
+//!
 //! [mount]                                # backupfs mount, mount.fuse.backupfs
 //! allow_other = true                     # --allow-other
 //! threads = 4                            # --threads
@@ -92,6 +96,10 @@ pub struct Config {
     pub key_file: Option<PathBuf>,
     #[serde(default)]
     pub s3: S3Section,
+    /// The S3 settings of replicas elsewhere (`copy --to`, `mount --replica`, `check --repair-from`), by location:
+    /// another provider has its own region, credentials and nodes.
+    #[serde(default)]
+    pub replicas: BTreeMap<String, S3Section>,
     #[serde(default)]
     pub mount: MountSection,
     #[serde(default)]
@@ -141,6 +149,27 @@ impl S3Section {
             )?);
         }
         Ok(s)
+    }
+
+    /// The settings of a replica's store: its own `[replicas."LOCATION"]` section if there is one, else this
+    /// section without its failover endpoints (they are the primary's cluster's nodes, not the replica's).
+    pub fn replica_settings(
+        &self,
+        replicas: &BTreeMap<String, S3Section>,
+        at: &crate::backend::Location,
+    ) -> Result<crate::backend::S3Settings, crate::backend::s3::settings::CredentialsError> {
+        let remote = matches!(at, crate::backend::Location::S3(_));
+        let own = (replicas.iter()).find(|(k, _)| {
+            crate::backend::Location::parse(k).is_ok_and(|l| l.to_string() == at.to_string())
+        });
+        match own {
+            Some((_, section)) => section.settings(remote),
+            None => {
+                let mut s = self.settings(remote)?;
+                s.extra_endpoints.clear();
+                Ok(s)
+            }
+        }
     }
 
     pub fn sync_interval(&self) -> std::time::Duration {
@@ -412,6 +441,11 @@ impl Config {
         }
         if config.key_file.as_ref().is_some_and(|p| !p.is_absolute()) {
             return Err(invalid("key_file must be an absolute path".into()));
+        }
+        for at in config.replicas.keys() {
+            if let Err(e) = crate::backend::Location::parse(at) {
+                return Err(invalid(format!("replicas.{at:?}: {e}")));
+            }
         }
         for e in &config.s3.endpoints {
             if !(e.starts_with("http://") || e.starts_with("https://")) {

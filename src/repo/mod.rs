@@ -123,8 +123,9 @@ pub struct OpenOptions {
     /// directory) and budget in bytes (0: none). A local repository has none.
     pub cache_dir: Option<PathBuf>,
     pub cache_bytes: u64,
-    /// A replica to read blobs from when this store's copy is missing or damaged (read-repair).
-    pub replica: Option<Location>,
+    /// A replica to read blobs from when this store's copy is missing or damaged (read-repair), and how to
+    /// reach its store.
+    pub replica: Option<(Location, S3Settings)>,
     /// The key file of an encrypted repository, when given (`--key-file`, `BACKUPFS_KEY_FILE`, `key_file`);
     /// None: the default for the repository's id (`default_key_file`).
     pub key_file: Option<PathBuf>,
@@ -214,10 +215,10 @@ fn resolve_state(
 /// verification, but a mistake in the location should be told at once).
 fn open_replica(
     at: &Location,
-    opts: &OpenOptions,
+    s3: &S3Settings,
     config: &Config,
 ) -> Result<Box<dyn Backend>, RepoError> {
-    let backend = crate::backend::open(at, &opts.s3)?;
+    let backend = crate::backend::open(at, s3)?;
     if &read_config(backend.as_ref(), at)? != config {
         return Err(RepoError::NotAReplica {
             replica: at.to_string(),
@@ -363,7 +364,7 @@ impl Repository {
         let config = read_config(backend.as_ref(), location)?;
         let codec = key::codec_for(location, &config, opts.key_file.as_deref())?;
         let replica = match &opts.replica {
-            Some(at) => Some(open_replica(at, opts, &config)?),
+            Some((at, s3)) => Some(open_replica(at, s3, &config)?),
             None => None,
         };
         let state = resolve_state(location, opts, &config)?;
