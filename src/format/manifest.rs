@@ -158,7 +158,8 @@ impl Manifest {
             w.u64(v);
         }
         if !self.parts.is_empty() {
-            w.u16(self.parts.len() as u16);
+            // At most MAX_PARTS (4096), which the writers' plans and the decoder both keep to.
+            w.u16(u16::try_from(self.parts.len()).unwrap_or(u16::MAX));
             for p in &self.parts {
                 w.u8(p.kind as u8);
                 w.u8(p.failed as u8);

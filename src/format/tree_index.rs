@@ -66,15 +66,15 @@ pub struct EncodedDirectory {
     pub pages: Vec<Vec<u8>>,
 }
 
-#[allow(
-    clippy::cast_possible_truncation,
-    reason = "pages hold at most PAGE_MAX entries; a directory of 2^32 subdirectories is not a directory"
-)]
 pub fn encode_directory(entries: &[Entry]) -> EncodedDirectory {
     encode_directory_with(entries, &TreeId::of)
 }
 
 /// `encode_directory` naming pages with `tree_id` (a repository's blob ids: `repo::BlobCodec`).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "pages hold at most PAGE_MAX entries; a directory of 2^32 subdirectories is not a directory"
+)]
 pub fn encode_directory_with(
     entries: &[Entry],
     tree_id: &dyn Fn(&[u8]) -> TreeId,

@@ -43,12 +43,15 @@ pub fn pack_entries_in(
     })
 }
 
+/// Fills a buffer with a pack's bytes from an offset: from the store, or from a pack already in memory.
+type ReadAt<'a> = &'a dyn Fn(u64, &mut [u8]) -> Result<(), RepoError>;
+
 /// Header, footer and trailer of a pack of `size` bytes, each read with `read_at`, checked and decoded.
 fn pack_entries(
     repo: &Repository,
     pack: PackId,
     size: u64,
-    read_at: &dyn Fn(u64, &mut [u8]) -> Result<(), RepoError>,
+    read_at: ReadAt<'_>,
 ) -> Result<Vec<PackEntry>, RepoError> {
     let format = |source: FormatError| RepoError::Format {
         object: format!("pack {pack}"),
