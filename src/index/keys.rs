@@ -204,7 +204,7 @@ mod mutation_tests {
         let Some(e) = decode_catalog(b) else {
             return Ok(Accepted::No);
         };
-        let stored = e.sealed.clone().unwrap_or_else(|| e.manifest.encode());
+        let stored = e.manifest_file();
         same(b, &catalog_value(e.id, &stored, &e.manifest))?;
         // The catalog key of an accepted manifest is computable (no overflow on the ordinal or time).
         let _ = catalog(&e.manifest);

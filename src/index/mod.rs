@@ -63,6 +63,15 @@ pub struct CatalogEntry {
     pub sealed: Option<Vec<u8>>,
 }
 
+impl CatalogEntry {
+    /// The manifest file's bytes as the index keeps them (the caller checks they still hash to `id`).
+    pub fn manifest_file(&self) -> Vec<u8> {
+        self.sealed
+            .clone()
+            .unwrap_or_else(|| self.manifest.encode())
+    }
+}
+
 /// A read-only view of the index that follows the writers.
 pub struct IndexReader {
     db: DB,

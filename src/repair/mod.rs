@@ -94,10 +94,7 @@ fn restore_manifests(repo: &Repository, report: &mut RepairReport) -> Result<(),
         let Err(problem) = read_manifest(repo, entry.id) else {
             continue;
         };
-        let bytes = entry
-            .sealed
-            .clone()
-            .unwrap_or_else(|| entry.manifest.encode());
+        let bytes = entry.manifest_file();
         let what = describe(&entry);
         if SnapshotId::of(&bytes) != entry.id {
             report.damage.push(format!(

@@ -211,7 +211,7 @@ fn manifest_bytes(primary: &Repository, snapshot: &CatalogEntry) -> Result<Vec<u
         Ok(_) | Err(BackendError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let kept = (snapshot.sealed.clone()).unwrap_or_else(|| snapshot.manifest.encode());
+    let kept = snapshot.manifest_file();
     if SnapshotId::of(&kept) == id {
         return Ok(kept);
     }
